@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Layouts shared by the kernel shim (bpf/) and the addon (native/).
+ * src/record.ts and src/events.ts decode the same bytes: change them together
+ * and bump CW_RECORD_VERSION / CW_EVENT_VERSION.
+ */
+#ifndef CAUSEWAY_H
+#define CAUSEWAY_H
+
+#define CW_RECORD_VERSION 1
+#define CW_EVENT_VERSION 1
+
+/* Record flags. */
+#define CW_F_SAMPLED (1u << 0)	/* emit events for this trace */
+
+#define CW_ACTOR_BYTES 32
+#define CW_MAX_PARENTS 4	/* parents named in one event; more are counted */
+#define CW_SEGS 16		/* records pending in one channel (power of two) */
+#define CW_PATH_BYTES 64
+
+/* The metadata record: 64 bytes, carried with bytes, inherited across fork/exec. */
+struct cw_record {
+	__u8 version;
+	__u8 flags;
+	__u8 priority;
+	__u8 reserved0;
+	__u32 reserved1;
+	__u8 trace_id[16];
+	__u64 event_id;		/* the latest event of this causal chain */
+	__u8 actor[CW_ACTOR_BYTES];	/* owned by meta-applications */
+};
+
+/* Per-thread state (task storage). User space writes rec and clears src. */
+struct cw_task {
+	struct cw_record rec;
+	__u64 src;		/* event id of the channel segment last adopted */
+	/* The syscall in flight, from sys_enter to sys_exit. */
+	__u64 in_key, out_key;	/* channel keys, 0 = none */
+	__u64 send_ev;		/* event id minted for a new segment at enter, 0 = none */
+	__u64 send_parent;
+	__u32 op;		/* CW_OP_*, 0 = nothing pending */
+	__u32 pad;
+};
+
+enum cw_op {
+	CW_OP_NONE = 0,
+	CW_OP_READ,		/* in: consume bytes */
+	CW_OP_WRITE,		/* out: segment registered at enter */
+	CW_OP_SPLICE,		/* in and/or out, both settled at exit */
+	CW_OP_TEE,		/* in: peek; out: settled at exit */
+};
+
+enum cw_chan_kind {
+	CW_CHAN_NONE = 0,
+	CW_CHAN_PIPE,
+	CW_CHAN_FIFO,
+};
+
+/* One run of bytes in a channel that carries one record. */
+struct cw_seg {
+	__u64 start;		/* channel byte offset of the first byte */
+	struct cw_record rec;
+};
+
+/* Per-channel byte accounting (pipes, FIFOs). */
+struct cw_chan {
+	__u64 wr;		/* bytes written so far */
+	__u64 rd;		/* bytes read so far */
+	__u64 ino;		/* detects reuse of the key by another inode */
+	__u32 dev;
+	__u32 kind;		/* enum cw_chan_kind */
+	__u32 head;		/* segments appended so far; ring index = head % CW_SEGS */
+	__u32 pad;
+	struct cw_seg seg[CW_SEGS];
+};
+
+enum cw_event_type {
+	CW_EV_FORK = 1,
+	CW_EV_EXEC,
+	CW_EV_EXIT,
+	CW_EV_SEND,
+	CW_EV_RECV,
+	CW_EV_JOIN,
+};
+
+#define CW_EVF_THREAD (1u << 0)	/* fork/exit of a thread, not a process */
+#define CW_EVF_INGRESS (1u << 1)	/* some bytes read carried no record */
+
+/* One event to user space, fixed size. */
+struct cw_event {
+	__u64 ts;		/* CLOCK_BOOTTIME ns; user space converts to epoch */
+	__u32 pid, tid;
+	__u8 type, nparents, chan_kind, flags;
+	__u32 arg;		/* fork: child tid; exit: exit code */
+	__u32 arg2;		/* fork: child pid */
+	__u32 chan_dev;
+	__u64 chan_ino;
+	__u64 bytes;
+	__u64 parents[CW_MAX_PARENTS];
+	struct cw_record rec;	/* the record after this event */
+	char comm[16];
+	char path[CW_PATH_BYTES];	/* exec: the file name */
+};
+
+/* Per-CPU counters: everything that is not an event, every drop and failure. */
+enum cw_counter {
+	CW_C_EVENTS,		/* events submitted */
+	CW_C_RB_DROPS,		/* ring buffer full: event lost */
+	CW_C_TASK_NOMEM,	/* task storage could not be created: child untracked */
+	CW_C_CHAN_FULL,		/* channel map could not take a new channel */
+	CW_C_SEG_OVERWRITE,	/* a segment was overwritten before it was read */
+	CW_C_PARENTS_TRUNC,	/* a join had more parents than an event names */
+	CW_C_INGRESS,		/* reads of bytes written by no tracked thread (not a drop) */
+	CW_C_SENDS,		/* write syscalls that carried a record */
+	CW_C_RECVS,		/* read syscalls that found a record */
+	CW_C_MAX,
+};
+
+#endif /* CAUSEWAY_H */

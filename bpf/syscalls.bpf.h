@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: MIT */
+/* Syscall numbers the shim dispatches on, per architecture. */
+#ifndef CW_SYSCALLS_BPF_H
+#define CW_SYSCALLS_BPF_H
+
+#if defined(__TARGET_ARCH_x86)
+#define CW_NR_read 0
+#define CW_NR_write 1
+#define CW_NR_readv 19
+#define CW_NR_writev 20
+#define CW_NR_sendfile 40
+#define CW_NR_splice 275
+#define CW_NR_tee 276
+#define CW_NR_vmsplice 278
+#define CW_NR_preadv2 327
+#define CW_NR_pwritev2 328
+/* Syscall arguments as the user passed them (x86_64 ABI). */
+#define CW_ARG1(r) ((r)->di)
+#define CW_ARG2(r) ((r)->si)
+#define CW_ARG3(r) ((r)->dx)
+#define CW_ARG4(r) ((r)->r10)
+#else
+#error "causeway: syscall numbers are defined for x86_64 only (build with -D__TARGET_ARCH_x86)"
+#endif
+
+#endif /* CW_SYSCALLS_BPF_H */

@@ -1,0 +1,265 @@
+// The addon: loads the kernel shim (or the benchmark floor) through its libbpf
+// skeleton, attaches it, reads its events and counters, and reads and writes
+// the records of tracked threads. Every method runs on the JS thread unless it
+// says otherwise; the typed wrapper is src/native.ts.
+#include <napi.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "causeway.h"
+#include "event_reader.h"
+#include "floor.skel.h"
+#include "shim.skel.h"
+
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD 0x80  // O_EXCL: a pidfd for one thread (Linux 6.9)
+#endif
+
+namespace {
+
+// Throws Error("failed to <step>: <strerror>") with .errno set.
+[[noreturn]] void ThrowErrno(Napi::Env env, int err, const std::string &step) {
+  if (err < 0) err = -err;
+  Napi::Error e = Napi::Error::New(env, "failed to " + step + ": " + strerror(err));
+  e.Set("errno", Napi::Number::New(env, err));
+  throw e;
+}
+
+// libbpf's own messages go to a buffer that load errors quote.
+thread_local std::string *g_libbpf_log = nullptr;
+int LibbpfPrint(enum libbpf_print_level level, const char *fmt, va_list args) {
+  if (level == LIBBPF_DEBUG || g_libbpf_log == nullptr) return 0;
+  char line[1024];
+  vsnprintf(line, sizeof(line), fmt, args);
+  if (g_libbpf_log->size() < 64 * 1024) g_libbpf_log->append(line);
+  return 0;
+}
+
+struct LogScope {
+  std::string log;
+  LogScope() { g_libbpf_log = &log; }
+  ~LogScope() { g_libbpf_log = nullptr; }
+};
+
+int PidfdOpen(int tid) {
+  int fd = static_cast<int>(syscall(SYS_pidfd_open, tid, PIDFD_THREAD));
+  if (fd < 0 && errno == EINVAL) fd = static_cast<int>(syscall(SYS_pidfd_open, tid, 0));
+  return fd;
+}
+
+}  // namespace
+
+// One loaded instance: the shim scoped to a cgroup, or the floor.
+class Shim : public Napi::ObjectWrap<Shim> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Shim",
+                       {
+                           InstanceMethod("startEvents", &Shim::StartEvents),
+                           InstanceMethod("stopEvents", &Shim::StopEvents),
+                           InstanceMethod("counters", &Shim::Counters),
+                           InstanceMethod("readTask", &Shim::ReadTask),
+                           InstanceMethod("writeRecord", &Shim::WriteRecord),
+                           InstanceMethod("detach", &Shim::Detach),
+                           InstanceMethod("destroy", &Shim::Destroy),
+                       });
+  }
+
+  // new Shim({ kind: 'shim' | 'floor', cgroupId: bigint, cgroupLevel, ringbufBytes })
+  // Opens, loads and attaches; throws "failed to <step>: ..." with libbpf's log.
+  explicit Shim(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Shim>(info) {
+    Napi::Env env = info.Env();
+    Napi::Object opts = info[0].As<Napi::Object>();
+    std::string kind = opts.Get("kind").As<Napi::String>();
+    LogScope log;
+    int err;
+    if (kind == "floor") {
+      floor_ = cw_floor::open();
+      if (floor_ == nullptr) Fail(env, errno, "open the floor programs", log.log);
+      if ((err = cw_floor::load(floor_)) != 0) Fail(env, err, "load the floor programs", log.log);
+      if ((err = cw_floor::attach(floor_)) != 0) Fail(env, err, "attach the floor programs", log.log);
+      return;
+    }
+    bool lossless = false;
+    uint64_t cgroup_id = opts.Get("cgroupId").As<Napi::BigInt>().Uint64Value(&lossless);
+    shim_ = cw_shim::open();
+    if (shim_ == nullptr) Fail(env, errno, "open the shim", log.log);
+    shim_->rodata->cw_cgroup_id = cgroup_id;
+    shim_->rodata->cw_cgroup_level = opts.Get("cgroupLevel").As<Napi::Number>().Uint32Value();
+    shim_->rodata->cw_emit_events = opts.Get("emitEvents").ToBoolean().Value();
+    uint32_t rb_bytes = opts.Get("ringbufBytes").As<Napi::Number>().Uint32Value();
+    if ((err = bpf_map__set_max_entries(shim_->maps.events, rb_bytes)) != 0)
+      Fail(env, err, "size the ring buffer", log.log);
+    if ((err = cw_shim::load(shim_)) != 0) Fail(env, err, "load the shim", log.log);
+    if ((err = cw_shim::attach(shim_)) != 0) Fail(env, err, "attach the shim", log.log);
+  }
+
+  ~Shim() override { Free(); }
+
+ private:
+  [[noreturn]] void Fail(Napi::Env env, int err, const std::string &step, const std::string &log) {
+    Free();
+    if (err < 0) err = -err;
+    std::string msg = "failed to " + step + ": " + strerror(err);
+    if (!log.empty()) msg += "\nlibbpf: " + log.substr(log.size() > 4000 ? log.size() - 4000 : 0);
+    Napi::Error e = Napi::Error::New(env, msg);
+    e.Set("errno", Napi::Number::New(env, err));
+    throw e;
+  }
+
+  void RequireShim(Napi::Env env) {
+    if (shim_ == nullptr) throw Napi::Error::New(env, floor_ ? "the floor has no maps" : "the shim was destroyed");
+  }
+
+  // startEvents(onBatch): a reader thread delivers Buffers of whole struct
+  // cw_event; onBatch(null) marks the end after stopEvents().
+  Napi::Value StartEvents(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    RequireShim(env);
+    if (reader_) throw Napi::Error::New(env, "events are already being read");
+    reader_ = std::make_unique<EventReader>(env, bpf_map__fd(shim_->maps.events), info[0].As<Napi::Function>(),
+                                            sizeof(struct cw_event));
+    return env.Undefined();
+  }
+
+  Napi::Value StopEvents(const Napi::CallbackInfo &info) {
+    if (reader_) reader_->RequestStop();
+    return info.Env().Undefined();
+  }
+
+  // counters(): BigInt per enum cw_counter, summed over CPUs.
+  Napi::Value Counters(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    RequireShim(env);
+    int ncpu = libbpf_num_possible_cpus();
+    if (ncpu <= 0) ThrowErrno(env, ncpu, "count CPUs");
+    std::vector<uint64_t> values(ncpu);
+    Napi::Array out = Napi::Array::New(env, CW_C_MAX);
+    for (uint32_t i = 0; i < CW_C_MAX; i++) {
+      int err = bpf_map__lookup_elem(shim_->maps.counters, &i, sizeof(i), values.data(),
+                                     values.size() * sizeof(uint64_t), 0);
+      if (err) ThrowErrno(env, err, "read counters");
+      uint64_t sum = 0;
+      for (uint64_t v : values) sum += v;
+      out.Set(i, Napi::BigInt::New(env, sum));
+    }
+    return out;
+  }
+
+  // readTask(tid): Buffer holding struct cw_task, or null if the thread has no record.
+  Napi::Value ReadTask(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    RequireShim(env);
+    int tid = info[0].As<Napi::Number>().Int32Value();
+    int pidfd = PidfdOpen(tid);
+    if (pidfd < 0) ThrowErrno(env, errno, "open thread " + std::to_string(tid));
+    struct cw_task task;
+    int err = bpf_map__lookup_elem(shim_->maps.tasks, &pidfd, sizeof(pidfd), &task, sizeof(task), 0);
+    close(pidfd);
+    if (err == -ENOENT) return env.Null();
+    if (err) ThrowErrno(env, err, "read the record of thread " + std::to_string(tid));
+    return Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<uint8_t *>(&task), sizeof(task));
+  }
+
+  // writeRecord(tid, Buffer of struct cw_record): the thread's next syscalls carry it.
+  Napi::Value WriteRecord(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    RequireShim(env);
+    int tid = info[0].As<Napi::Number>().Int32Value();
+    auto rec = info[1].As<Napi::Buffer<uint8_t>>();
+    if (rec.Length() != sizeof(struct cw_record))
+      throw Napi::TypeError::New(env, "a record is " + std::to_string(sizeof(struct cw_record)) + " bytes");
+    int pidfd = PidfdOpen(tid);
+    if (pidfd < 0) ThrowErrno(env, errno, "open thread " + std::to_string(tid));
+    struct cw_task task;
+    // Keep the syscall in flight, if any; a fresh record re-adopts on the next read.
+    if (bpf_map__lookup_elem(shim_->maps.tasks, &pidfd, sizeof(pidfd), &task, sizeof(task), 0) != 0)
+      memset(&task, 0, sizeof(task));
+    memcpy(&task.rec, rec.Data(), sizeof(task.rec));
+    task.src = 0;
+    int err = bpf_map__update_elem(shim_->maps.tasks, &pidfd, sizeof(pidfd), &task, sizeof(task), BPF_ANY);
+    close(pidfd);
+    if (err) ThrowErrno(env, err, "write the record of thread " + std::to_string(tid));
+    return env.Undefined();
+  }
+
+  // detach(): the programs stop running; maps stay readable.
+  Napi::Value Detach(const Napi::CallbackInfo &info) {
+    if (shim_) cw_shim::detach(shim_);
+    if (floor_) cw_floor::detach(floor_);
+    return info.Env().Undefined();
+  }
+
+  // destroy(): frees everything; call after the events' final null batch.
+  Napi::Value Destroy(const Napi::CallbackInfo &info) {
+    Free();
+    return info.Env().Undefined();
+  }
+
+  void Free() {
+    reader_.reset();  // joins the reader before the ring buffer map goes away
+    if (shim_) cw_shim::destroy(shim_);
+    if (floor_) cw_floor::destroy(floor_);
+    shim_ = nullptr;
+    floor_ = nullptr;
+  }
+
+  cw_shim *shim_ = nullptr;
+  cw_floor *floor_ = nullptr;
+  std::unique_ptr<EventReader> reader_;
+};
+
+// clockOffset(): CLOCK_REALTIME - CLOCK_BOOTTIME in ns, to turn event times into epoch times.
+Napi::Value ClockOffset(const Napi::CallbackInfo &info) {
+  struct timespec rt, bt;
+  clock_gettime(CLOCK_BOOTTIME, &bt);
+  clock_gettime(CLOCK_REALTIME, &rt);
+  int64_t off = (int64_t)(rt.tv_sec - bt.tv_sec) * 1000000000LL + (rt.tv_nsec - bt.tv_nsec);
+  return Napi::BigInt::New(info.Env(), off);
+}
+
+// layout(): sizes the TypeScript codecs check against.
+Napi::Value Layout(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("record", sizeof(struct cw_record));
+  o.Set("task", sizeof(struct cw_task));
+  o.Set("event", sizeof(struct cw_event));
+  o.Set("counters", static_cast<uint32_t>(CW_C_MAX));
+  return o;
+}
+
+// probe(): which map types this kernel accepts (doctor); programs are checked by loading them.
+Napi::Value Probe(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  auto map = [](bpf_map_type t) { return libbpf_probe_bpf_map_type(t, nullptr) == 1; };
+  o.Set("mapArray", map(BPF_MAP_TYPE_ARRAY));
+  o.Set("mapTaskStorage", map(BPF_MAP_TYPE_TASK_STORAGE));
+  o.Set("mapRingbuf", map(BPF_MAP_TYPE_RINGBUF));
+  o.Set("mapLruHash", map(BPF_MAP_TYPE_LRU_HASH));
+  o.Set("mapPercpuArray", map(BPF_MAP_TYPE_PERCPU_ARRAY));
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  libbpf_set_print(LibbpfPrint);
+  exports.Set("Shim", Shim::Init(env));
+  exports.Set("clockOffset", Napi::Function::New(env, ClockOffset));
+  exports.Set("layout", Napi::Function::New(env, Layout));
+  exports.Set("probe", Napi::Function::New(env, Probe));
+  return exports;
+}
+
+NODE_API_MODULE(causeway, Init)

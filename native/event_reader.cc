@@ -1,0 +1,76 @@
+#include "event_reader.h"
+
+#include <bpf/libbpf.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+namespace {
+
+constexpr int kPollMs = 20;            // latency bound: the shim wakes us only on backlog
+constexpr size_t kBatchEvents = 2048;  // events per delivery to JS
+constexpr size_t kQueuedBatches = 64;  // then the reader blocks and the ring absorbs bursts
+
+int HandleEvent(void *ctx, void *data, size_t size) {
+  return static_cast<EventReader *>(ctx)->OnEvent(data, size);
+}
+
+}  // namespace
+
+EventReader::EventReader(Napi::Env env, int ringbuf_fd, Napi::Function on_batch, size_t event_size)
+    : event_size_(event_size) {
+  rb_ = ring_buffer__new(ringbuf_fd, HandleEvent, this, nullptr);
+  if (rb_ == nullptr) {
+    int err = errno;
+    Napi::Error e = Napi::Error::New(env, std::string("failed to open the event ring buffer: ") + strerror(err));
+    e.Set("errno", Napi::Number::New(env, err));
+    throw e;
+  }
+  tsfn_ = Napi::ThreadSafeFunction::New(env, on_batch, "causeway-events", kQueuedBatches, 1);
+  batch_.reserve(kBatchEvents * event_size_);
+  thread_ = std::thread([this] { Run(); });
+}
+
+EventReader::~EventReader() {
+  RequestStop();
+  if (thread_.joinable()) thread_.join();
+  ring_buffer__free(rb_);
+}
+
+int EventReader::OnEvent(const void *data, size_t size) {
+  if (size != event_size_) return 0;  // cannot happen with one build of both sides
+  const auto *bytes = static_cast<const uint8_t *>(data);
+  batch_.insert(batch_.end(), bytes, bytes + size);
+  if (batch_.size() >= kBatchEvents * event_size_) Flush();
+  return 0;
+}
+
+void EventReader::Flush() {
+  if (batch_.empty()) return;
+  auto *payload = new std::vector<uint8_t>(std::move(batch_));
+  batch_ = std::vector<uint8_t>();
+  batch_.reserve(kBatchEvents * event_size_);
+  // Blocking: a slow consumer lets the ring fill up, where the shim counts drops.
+  napi_status status = tsfn_.BlockingCall(payload, [](Napi::Env env, Napi::Function fn, std::vector<uint8_t> *p) {
+    if (env != nullptr && fn != nullptr) fn.Call({Napi::Buffer<uint8_t>::Copy(env, p->data(), p->size())});
+    delete p;
+  });
+  if (status != napi_ok) delete payload;
+}
+
+void EventReader::Run() {
+  while (!stopping_.load(std::memory_order_acquire)) {
+    int n = ring_buffer__poll(rb_, kPollMs);
+    if (n < 0 && n != -EINTR) break;
+    Flush();
+  }
+  ring_buffer__consume(rb_);  // what the shim wrote before it was detached
+  Flush();
+  tsfn_.BlockingCall([](Napi::Env env, Napi::Function fn) {
+    if (env != nullptr && fn != nullptr) fn.Call({env.Null()});
+  });
+  tsfn_.Release();
+}
+
+void EventReader::RequestStop() { stopping_.store(true, std::memory_order_release); }

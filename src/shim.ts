@@ -1,0 +1,177 @@
+/**
+ * A loaded kernel shim, scoped to one cgroup: its events, its counters, and
+ * the records of the threads it tracks. Not safe to use after close().
+ */
+import { EventEmitter } from 'node:events';
+import createDebug from 'debug';
+import { native, NativeShim } from './native';
+import { CausalEvent, decodeEvents } from './events';
+import { CausalRecord, decodeRecord, encodeRecord } from './record';
+import { fromNative, TargetError } from './errors';
+
+const debug = createDebug('causeway:shim');
+
+/** The shim's counters (enum cw_counter in bpf/causeway.h), in that order. */
+export const COUNTER_NAMES = [
+  'events',
+  'ringbufDrops',
+  'taskStorageFailures',
+  'channelMapFull',
+  'segmentsOverwritten',
+  'parentsTruncated',
+  'ingressReads',
+  'sends',
+  'recvs',
+] as const;
+export type Counters = Record<(typeof COUNTER_NAMES)[number], number>;
+
+/** Counters that mean something was lost. */
+export const DROP_COUNTERS: (keyof Counters)[] = [
+  'ringbufDrops',
+  'taskStorageFailures',
+  'channelMapFull',
+  'segmentsOverwritten',
+  'parentsTruncated',
+];
+
+export interface ShimOptions {
+  cgroupId: bigint;
+  cgroupLevel: number;
+  /** Ring buffer size in bytes, a power of two (default 4 MiB). */
+  ringbufBytes?: number;
+  /** Emit events at all (default true); false propagates records only. */
+  events?: boolean;
+}
+
+/** Emits 'events' (CausalEvent[]) in batches, and 'end' once after close(). */
+export class Shim extends EventEmitter {
+  private readonly handle: NativeShim;
+  private readonly clockOffset: bigint;
+  private ended: Promise<void> | null = null;
+  private endResolve: (() => void) | null = null;
+  private closed = false;
+
+  /** Loads and attaches the shim; throws a CausewayError that says which step failed. */
+  constructor(opts: ShimOptions) {
+    super();
+    const addon = native();
+    const ringbufBytes = opts.ringbufBytes ?? 1 << 22;
+    if (ringbufBytes < 4096 || (ringbufBytes & (ringbufBytes - 1)) !== 0)
+      throw new RangeError(`the ring buffer size must be a power of two of at least 4096 bytes, not ${ringbufBytes}`);
+    try {
+      this.handle = new addon.Shim({
+        kind: 'shim',
+        cgroupId: opts.cgroupId,
+        cgroupLevel: opts.cgroupLevel,
+        ringbufBytes,
+        emitEvents: opts.events ?? true,
+      });
+    } catch (err) {
+      throw fromNative(err);
+    }
+    this.clockOffset = addon.clockOffset();
+    if (opts.events ?? true) {
+      this.ended = new Promise((resolve) => (this.endResolve = resolve));
+      this.handle.startEvents((batch) => {
+        if (batch === null) {
+          this.emit('end');
+          this.endResolve?.();
+          return;
+        }
+        this.emit('events', decodeEvents(batch, this.clockOffset));
+      });
+    }
+    debug('loaded for cgroup %d', opts.cgroupId);
+  }
+
+  /** Events as an async iterator of batches; ends after close(). */
+  async *batches(): AsyncGenerator<CausalEvent[]> {
+    const queue: CausalEvent[][] = [];
+    let wake: (() => void) | null = null;
+    let done = false;
+    const onEvents = (b: CausalEvent[]) => {
+      queue.push(b);
+      wake?.();
+    };
+    const onEnd = () => {
+      done = true;
+      wake?.();
+    };
+    this.on('events', onEvents);
+    this.once('end', onEnd);
+    try {
+      for (;;) {
+        while (queue.length) yield queue.shift()!;
+        if (done) return;
+        await new Promise<void>((r) => (wake = r));
+        wake = null;
+      }
+    } finally {
+      this.off('events', onEvents);
+      this.off('end', onEnd);
+    }
+  }
+
+  /** The counters now, summed over CPUs. */
+  counters(): Counters {
+    const raw = this.handle.counters();
+    const out = {} as Counters;
+    COUNTER_NAMES.forEach((name, i) => (out[name] = Number(raw[i] ?? 0n)));
+    return out;
+  }
+
+  /** The record thread tid holds, or null if it has none. */
+  readRecord(tid: number): CausalRecord | null {
+    let buf: Buffer | null;
+    try {
+      buf = this.handle.readTask(tid);
+    } catch (err) {
+      throw targetError(err, tid);
+    }
+    return buf ? decodeRecord(buf, 0) : null;
+  }
+
+  /** Makes thread tid hold record from its next syscall on (Causeway's inject/write). */
+  writeRecord(tid: number, record: CausalRecord): void {
+    try {
+      this.handle.writeRecord(tid, encodeRecord(record));
+    } catch (err) {
+      throw targetError(err, tid);
+    }
+  }
+
+  /** Detaches the programs, delivers the last events, frees everything. Returns the final counters. */
+  async close(): Promise<Counters> {
+    if (this.closed) throw new Error('the shim is already closed');
+    this.closed = true;
+    this.handle.detach();
+    this.handle.stopEvents();
+    if (this.ended) await this.ended;
+    const counters = this.counters();
+    this.handle.destroy();
+    debug('closed: %o', counters);
+    return counters;
+  }
+}
+
+function targetError(err: unknown, tid: number) {
+  const e = fromNative(err);
+  if (e.errno === 3 /* ESRCH */) return new TargetError(`no thread ${tid}`);
+  return e;
+}
+
+/** The floor for benchmarks: the same hooks, programs that return at once. */
+export class Floor {
+  private readonly handle: NativeShim;
+  constructor() {
+    try {
+      this.handle = new (native().Shim)({ kind: 'floor' });
+    } catch (err) {
+      throw fromNative(err);
+    }
+  }
+  close(): void {
+    this.handle.detach();
+    this.handle.destroy();
+  }
+}
