@@ -22,6 +22,21 @@ function sizeArg(v: string): number {
   return n;
 }
 
+function traceArg(v: string): string {
+  const id = v.toLowerCase();
+  if (!/^[0-9a-f]{32}$/.test(id) || /^0+$/.test(id)) throw new InvalidArgumentError('expected 32 hex digits, not all zero');
+  return id;
+}
+
+interface RunFlags {
+  events?: string;
+  sample: boolean;
+  priority: number;
+  trace?: string;
+  ringbufSize: number;
+  quiet?: boolean;
+}
+
 export function program(): Command {
   const cli = new Command('causeway')
     .description('carry causal metadata with the bytes unmodified programs exchange (eBPF)')
@@ -37,15 +52,18 @@ export function program(): Command {
     .option('-e, --events <file>', 'write events as JSON Lines to FILE (docs/events.md)')
     .option('--no-sample', 'start an unsampled record: it propagates, but emits no events')
     .option('--priority <n>', 'priority of the root record (0-255)', intArg(0, 255), 0)
+    .option('--trace <id>', 'trace id of the root record (32 hex digits; default: a new one)', traceArg)
     .option('--ringbuf-size <bytes>', 'event ring buffer size (power of two)', sizeArg, 1 << 22)
     .option('-q, --quiet', 'no summary line unless something was dropped')
     .passThroughOptions()
-    .action(async (cmd: string[], o: { events?: string; sample: boolean; priority: number; ringbufSize: number; quiet?: boolean }) => {
+    .action(async (cmd: string[], o: RunFlags) => {
+      const record = newRecord({ sampled: o.sample, priority: o.priority });
+      if (o.trace) record.traceId = o.trace;
       const res = await run({
         command: cmd[0],
         args: cmd.slice(1),
         eventsFile: o.events,
-        record: newRecord({ sampled: o.sample, priority: o.priority }),
+        record,
         ringbufBytes: o.ringbufSize,
         summary: !o.quiet,
       });

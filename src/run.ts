@@ -31,7 +31,7 @@ export interface RunOptions {
   /** Called once the command runs in the cgroup, with the shim (to read or inject records). */
   onStart?: (ctx: { pid: number; shim: Shim; cgroup: RunCgroup }) => void;
   ringbufBytes?: number;
-  /** Print the summary line to stderr (default true). */
+  /** Print the summary line to stderr (default true); drops are printed regardless. */
   summary?: boolean;
 }
 
@@ -132,9 +132,14 @@ export async function run(opts: RunOptions): Promise<RunResult> {
       sink.end();
       await once(sink, 'close');
     }
-    if (opts.summary !== false) process.stderr.write(summaryLine(result) + '\n');
+    if (opts.summary !== false || dropped(result.counters)) process.stderr.write(summaryLine(result) + '\n');
   }
   return result;
+}
+
+/** True if any drop counter is non-zero. */
+export function dropped(c: Counters | null): boolean {
+  return c !== null && DROP_COUNTERS.some((k) => c[k] > 0);
 }
 
 /** The end-of-run summary: counts, and every drop by name. */

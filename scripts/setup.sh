@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Makes a fresh Debian machine ready: system packages, npm packages, the build.
+# Each step runs only when what it makes is missing or out of date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: the BPF toolchain, libbpf, and what node-gyp needs.
+pkgs=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev make g++ python3 pkg-config iproute2)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "causeway setup: missing Debian packages: ${missing[*]}" >&2
+    echo "run: sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "causeway setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# npm packages, from the lock file. No dependency's install script is needed:
+# the addon is built below, by us.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "causeway setup: installing npm packages" >&2
+  npm ci --ignore-scripts --no-audit --no-fund >/dev/null
+fi
+
+# The build, when a source is newer than its last output.
+stamp=dist/.build-stamp
+if [ ! -f "$stamp" ] || [ ! -f build/Release/causeway.node ] || \
+   [ -n "$(find bpf native src bench binding.gyp tsconfig.json package.json -newer "$stamp" -type f ! -path 'bpf/.output/*' 2>/dev/null | head -1)" ]; then
+  bash scripts/build.sh
+fi
