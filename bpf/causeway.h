@@ -38,6 +38,7 @@ struct cw_task {
 	__u64 in_key, out_key;	/* channel keys, 0 = none */
 	__u64 send_ev;		/* event id minted for a new segment at enter, 0 = none */
 	__u64 send_parent;
+	__u64 send_ts;		/* when the new segment was published */
 	__u32 op;		/* CW_OP_*, 0 = nothing pending */
 	__u32 pad;
 };

@@ -317,6 +317,7 @@ static __always_inline void write_enter(struct cw_task *t, struct cw_chan *ch)
 		rec.event_id = new_id();	/* a new segment is a send event */
 		t->send_ev = rec.event_id;
 		t->send_parent = t->rec.event_id;
+		t->send_ts = bpf_ktime_get_boot_ns();	/* before any reader can see the bytes */
 	}
 	seg_publish(ch, &rec);
 }
@@ -336,6 +337,7 @@ static __always_inline void write_exit(struct cw_task *t, struct cw_chan *ch, __
 	if (!e)
 		return;
 	ev_channel(e, ch);
+	e->ts = t->send_ts;
 	e->bytes = n;
 	e->nparents = 1;
 	e->parents[0] = t->send_parent;
