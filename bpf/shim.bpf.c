@@ -381,8 +381,6 @@ int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
 			return 0;
 		if (key2 && !chan_get(key2, kind2, ino2, dev2))
 			key2 = 0;
-		if (key && !bpf_map_lookup_elem(&chans, &key))
-			key = 0;
 		t->in_key = key;
 		t->out_key = key2;
 		t->send_ev = 0;
@@ -403,15 +401,15 @@ int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
 	else
 		op = CW_OP_WRITE;
 
-	/* Reads only follow channels that a tracked writer has used. */
-	ch = op == CW_OP_WRITE ? chan_get(key, kind, ino, dev) : bpf_map_lookup_elem(&chans, &key);
-	if (!ch)
-		return 0;
 	if (op == CW_OP_WRITE) {
+		ch = chan_get(key, kind, ino, dev);
+		if (!ch)
+			return 0;
 		write_enter(t, ch);
 		t->out_key = key;
 		t->in_key = 0;
 	} else {
+		/* The channel may get its first tracked writer while this read blocks. */
 		t->in_key = key;
 		t->out_key = 0;
 	}
