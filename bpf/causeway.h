@@ -30,15 +30,23 @@ struct cw_record {
 	__u8 actor[CW_ACTOR_BYTES];	/* owned by meta-applications */
 };
 
+/* A channel's identity: its inode. */
+struct cw_chan_key {
+	__u64 ino;
+	__u32 dev;
+	__u32 pad;
+};
+
 /* Per-thread state (task storage). User space writes rec and clears src. */
 struct cw_task {
 	struct cw_record rec;
 	__u64 src;		/* event id of the channel segment last adopted */
 	/* The syscall in flight, from sys_enter to sys_exit. */
-	__u64 in_key, out_key;	/* channel keys, 0 = none */
+	struct cw_chan_key in, out;	/* channels of the syscall in flight; ino 0 = none */
 	__u64 send_ev;		/* event id minted for a new segment at enter, 0 = none */
 	__u64 send_parent;
 	__u64 send_ts;		/* when the new segment was published */
+	__u64 advanced;		/* bytes already added to out's wr at enter (write(2)) */
 	__u32 op;		/* CW_OP_*, 0 = nothing pending */
 	__u32 pad;
 };
@@ -67,11 +75,9 @@ struct cw_seg {
 struct cw_chan {
 	__u64 wr;		/* bytes written so far */
 	__u64 rd;		/* bytes read so far */
-	__u64 ino;		/* detects reuse of the key by another inode */
-	__u32 dev;
+	struct cw_chan_key key;
 	__u32 kind;		/* enum cw_chan_kind */
 	__u32 head;		/* segments appended so far; ring index = head % CW_SEGS */
-	__u32 pad;
 	struct cw_seg seg[CW_SEGS];
 };
 

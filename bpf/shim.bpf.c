@@ -4,9 +4,11 @@
  * threads exchange through pipes and FIFOs, and across fork and exec.
  *
  * Hot path: every syscall of every task on the machine runs handle_enter and
- * handle_exit. A task outside the run's cgroup returns after one helper call
- * and one compare; a tracked task returns after the syscall-number switch
- * unless the syscall moves bytes.
+ * handle_exit. Both return after the syscall-number switch unless the
+ * syscall can move bytes; then a task that is not tracked returns after one
+ * task-storage lookup. A task is tracked when it holds a record: the root
+ * gets one from user space, and fork gives one to the children of tracked
+ * tasks inside the run's cgroup.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -21,6 +23,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define S_IFIFO 0010000
 #define PIPEFS_MAGIC 0x50495045
 #define FMODE_WRITE 0x2
+#define E2BIG 7
 #define SEG_MASK (CW_SEGS - 1)
 
 /* Set through the skeleton's rodata before load. */
@@ -39,7 +42,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
-	__type(key, __u64);		/* the channel's inode address */
+	__type(key, struct cw_chan_key);
 	__type(value, struct cw_chan);
 } chans SEC(".maps");
 
@@ -95,6 +98,26 @@ static __always_inline bool same_record(const struct cw_record *a, const struct 
 	       *(__u64 *)&a->trace_id[8] == *(__u64 *)&b->trace_id[8];
 }
 
+/* The syscalls that can move bytes through a channel. */
+static __always_inline bool io_syscall(long id)
+{
+	switch (id) {
+	case CW_NR_read:
+	case CW_NR_readv:
+	case CW_NR_preadv2:
+	case CW_NR_write:
+	case CW_NR_writev:
+	case CW_NR_pwritev2:
+	case CW_NR_vmsplice:
+	case CW_NR_sendfile:
+	case CW_NR_splice:
+	case CW_NR_tee:
+		return true;
+	default:
+		return false;
+	}
+}
+
 /* Reserve an event and fill what every event has; the caller submits it. */
 static __always_inline struct cw_event *ev_start(__u8 type, const struct cw_record *rec)
 {
@@ -140,8 +163,8 @@ static __always_inline void ev_submit(struct cw_event *e)
 static __always_inline void ev_channel(struct cw_event *e, const struct cw_chan *ch)
 {
 	e->chan_kind = ch->kind;
-	e->chan_ino = ch->ino;
-	e->chan_dev = ch->dev;
+	e->chan_ino = ch->key.ino;
+	e->chan_dev = ch->key.dev;
 }
 
 static __always_inline struct cw_task *task_state(void)
@@ -149,58 +172,55 @@ static __always_inline struct cw_task *task_state(void)
 	return bpf_task_storage_get(&tasks, bpf_get_current_task_btf(), 0, 0);
 }
 
-/* The channel behind fd, if it is one the shim tracks; returns its key. */
-static __always_inline __u64 fd_channel(int fd, __u32 *kind, __u64 *ino, __u32 *dev, bool *writable)
+/* Reads a kernel object through its BTF type: plain loads, no helper call (6.2+). */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+/* The channel behind fd, if it is one the shim tracks: fills key, returns true. */
+static __always_inline bool fd_channel(int fd, struct cw_chan_key *key, __u32 *kind, bool *writable)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds, *file;
+	struct fdtable *fdt = task->files->fdt;
+	struct file *fp, *file;
 	struct inode *inode;
-	__u16 mode;
+	struct super_block *sb;
 
-	if (fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	fds = BPF_CORE_READ(fdt, fd);
-	if (bpf_core_read(&file, sizeof(file), &fds[fd]) || !file)
-		return 0;
-	inode = BPF_CORE_READ(file, f_inode);
-	mode = BPF_CORE_READ(inode, i_mode);
-	if ((mode & S_IFMT) != S_IFIFO)
-		return 0;
-	*kind = BPF_CORE_READ(inode, i_sb, s_magic) == PIPEFS_MAGIC ? CW_CHAN_PIPE : CW_CHAN_FIFO;
-	*ino = BPF_CORE_READ(inode, i_ino);
-	*dev = BPF_CORE_READ(inode, i_sb, s_dev);
-	*writable = BPF_CORE_READ(file, f_mode) & FMODE_WRITE;
-	return (__u64)inode;
+	if (fd < 0 || (unsigned int)fd >= fdt->max_fds)
+		return false;
+	/* A variable index into fd[] needs the one helper call of this path. */
+	if (bpf_probe_read_kernel(&fp, sizeof(fp), &fdt->fd[fd]) || !fp)
+		return false;
+	file = bpf_rdonly_cast(fp, bpf_core_type_id_kernel(struct file));
+	inode = file->f_inode;
+	if ((inode->i_mode & S_IFMT) != S_IFIFO)
+		return false;
+	sb = inode->i_sb;
+	*kind = sb->s_magic == PIPEFS_MAGIC ? CW_CHAN_PIPE : CW_CHAN_FIFO;
+	key->ino = inode->i_ino;
+	key->dev = sb->s_dev;
+	key->pad = 0;
+	*writable = file->f_mode & FMODE_WRITE;
+	return true;
 }
 
-/* Look up a channel, creating it on first use; resets it if the key was reused. */
-static __always_inline struct cw_chan *chan_get(__u64 key, __u32 kind, __u64 ino, __u32 dev)
+/* Look up a channel, creating it on first use. */
+static __always_inline struct cw_chan *chan_get(const struct cw_chan_key *key, __u32 kind)
 {
-	struct cw_chan *ch = bpf_map_lookup_elem(&chans, &key);
+	struct cw_chan *ch = bpf_map_lookup_elem(&chans, key);
 	__u32 zero = 0;
 
-	if (ch) {
-		if (ch->ino != ino) {	/* inode freed and its address reused */
-			ch->wr = ch->rd = 0;
-			ch->head = 0;
-			ch->ino = ino;
-			ch->dev = dev;
-			ch->kind = kind;
-		}
+	if (ch)
 		return ch;
-	}
 	ch = bpf_map_lookup_elem(&chan_zero, &zero);
 	if (!ch)
 		return NULL;
-	if (bpf_map_update_elem(&chans, &key, ch, BPF_NOEXIST) && bpf_map_lookup_elem(&chans, &key) == NULL) {
+	/* EEXIST: another thread created it first, which is fine. */
+	if (bpf_map_update_elem(&chans, key, ch, BPF_NOEXIST) == -E2BIG)
 		count(CW_C_CHAN_FULL, 1);
+	ch = bpf_map_lookup_elem(&chans, key);
+	if (!ch)
 		return NULL;
-	}
-	ch = bpf_map_lookup_elem(&chans, &key);
-	if (ch && ch->ino == 0) {
-		ch->ino = ino;
-		ch->dev = dev;
+	if (ch->key.ino == 0) {
+		ch->key = *key;
 		ch->kind = kind;
 	}
 	return ch;
@@ -322,12 +342,11 @@ static __always_inline void write_enter(struct cw_task *t, struct cw_chan *ch)
 	seg_publish(ch, &rec);
 }
 
-/* After a write of n > 0 bytes. */
+/* After a write of n > 0 bytes (ch->wr already counts them). */
 static __always_inline void write_exit(struct cw_task *t, struct cw_chan *ch, __u64 n)
 {
 	struct cw_event *e;
 
-	__sync_fetch_and_add(&ch->wr, n);
 	count(CW_C_SENDS, 1);
 	if (!t->send_ev)
 		return;
@@ -347,73 +366,55 @@ static __always_inline void write_exit(struct cw_task *t, struct cw_chan *ch, __
 SEC("tp_btf/sys_enter")
 int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
 {
+	struct cw_chan_key key = {}, key2 = {};
 	struct cw_chan *ch;
 	struct cw_task *t;
-	__u64 key, ino, key2, ino2;
-	__u32 kind, dev, kind2, dev2;
-	bool wr, wr2;
-	int op;
+	__u32 kind, kind2;
+	bool wr, wr2, has, has2;
 
-	if (!in_scope())
-		return 0;
-
-	switch (id) {
-	case CW_NR_read:
-	case CW_NR_readv:
-	case CW_NR_preadv2:
-	case CW_NR_write:
-	case CW_NR_writev:
-	case CW_NR_pwritev2:
-	case CW_NR_vmsplice:
-		key = fd_channel(CW_ARG1(regs), &kind, &ino, &dev, &wr);
-		break;
-	case CW_NR_sendfile:	/* sendfile(out_fd, in_fd, ...): out may be a pipe */
-		key = fd_channel(CW_ARG1(regs), &kind, &ino, &dev, &wr);
-		break;
-	case CW_NR_splice:	/* splice(in_fd, off, out_fd, off, len, flags) */
-	case CW_NR_tee:		/* tee(in_fd, out_fd, len, flags) */
-		key = fd_channel(CW_ARG1(regs), &kind, &ino, &dev, &wr);
-		key2 = fd_channel(id == CW_NR_tee ? CW_ARG2(regs) : CW_ARG3(regs), &kind2, &ino2, &dev2, &wr2);
-		if (!key && !key2)
-			return 0;
-		t = task_state();
-		if (!t)
-			return 0;
-		if (key2 && !chan_get(key2, kind2, ino2, dev2))
-			key2 = 0;
-		t->in_key = key;
-		t->out_key = key2;
-		t->send_ev = 0;
-		t->op = id == CW_NR_tee ? CW_OP_TEE : CW_OP_SPLICE;
-		return 0;
-	default:
-		return 0;
-	}
-	if (!key)
+	if (!io_syscall(id))
 		return 0;
 	t = task_state();
 	if (!t)
 		return 0;
-	/* read(2) on a write end fails; vmsplice(2) on a read end reads. */
-	if (id == CW_NR_read || id == CW_NR_readv || id == CW_NR_preadv2 ||
-	    (id == CW_NR_vmsplice && !wr))
-		op = CW_OP_READ;
-	else
-		op = CW_OP_WRITE;
 
-	if (op == CW_OP_WRITE) {
-		ch = chan_get(key, kind, ino, dev);
-		if (!ch)
+	if (id == CW_NR_splice || id == CW_NR_tee) {
+		/* splice(in, off, out, off, len, flags), tee(in, out, len, flags) */
+		has = fd_channel(CW_ARG1(regs), &key, &kind, &wr);
+		has2 = fd_channel(id == CW_NR_tee ? CW_ARG2(regs) : CW_ARG3(regs), &key2, &kind2, &wr2);
+		if (!has && !has2)
 			return 0;
-		write_enter(t, ch);
-		t->out_key = key;
-		t->in_key = 0;
-	} else {
-		/* The channel may get its first tracked writer while this read blocks. */
-		t->in_key = key;
-		t->out_key = 0;
+		if (has2 && !chan_get(&key2, kind2))
+			key2.ino = 0;
+		t->in = key;
+		t->out = key2;
+		t->send_ev = 0;
+		t->advanced = 0;
+		t->op = id == CW_NR_tee ? CW_OP_TEE : CW_OP_SPLICE;
+		return 0;
 	}
-	t->op = op;
+	/* sendfile(out_fd, in_fd, ...) writes to out_fd; the others' first argument is the fd. */
+	if (!fd_channel(CW_ARG1(regs), &key, &kind, &wr))
+		return 0;
+	/* read(2) on a write end fails; vmsplice(2) on a read end reads. */
+	if (id == CW_NR_read || id == CW_NR_readv || id == CW_NR_preadv2 || (id == CW_NR_vmsplice && !wr)) {
+		/* The channel may get its first tracked writer while this read blocks. */
+		t->in = key;
+		t->out.ino = 0;
+		t->op = CW_OP_READ;
+		return 0;
+	}
+	ch = chan_get(&key, kind);
+	if (!ch)
+		return 0;
+	write_enter(t, ch);
+	/* write(2) says its size: account for it now, so that exit needs no lookup. */
+	t->advanced = id == CW_NR_write ? CW_ARG3(regs) : 0;
+	if (t->advanced)
+		__sync_fetch_and_add(&ch->wr, t->advanced);
+	t->out = key;
+	t->in.ino = 0;
+	t->op = CW_OP_WRITE;
 	return 0;
 }
 
@@ -422,32 +423,45 @@ int BPF_PROG(handle_exit, struct pt_regs *regs, long ret)
 {
 	struct cw_chan *ch;
 	struct cw_task *t;
+	__u64 n = ret > 0 ? ret : 0;
 	__u32 op;
 
-	if (!in_scope())
+	if (!io_syscall(regs->orig_ax))
 		return 0;
 	t = task_state();
 	if (!t || !t->op)
 		return 0;
 	op = t->op;
 	t->op = CW_OP_NONE;
-	if (ret <= 0)
+	/* The common write: all of it written, nothing to report. */
+	if (op == CW_OP_WRITE && n == t->advanced && !t->send_ev) {
+		if (n)
+			count(CW_C_SENDS, 1);
 		return 0;
-
-	if (t->in_key) {
-		ch = bpf_map_lookup_elem(&chans, &t->in_key);
-		if (ch)
-			chan_read(t, ch, ret, op != CW_OP_TEE);
 	}
-	if (!t->out_key)
+
+	if (n && t->in.ino) {
+		ch = bpf_map_lookup_elem(&chans, &t->in);
+		if (ch)
+			chan_read(t, ch, n, op != CW_OP_TEE);
+	}
+	if (!t->out.ino)
 		return 0;
-	ch = bpf_map_lookup_elem(&chans, &t->out_key);
+	ch = bpf_map_lookup_elem(&chans, &t->out);
 	if (!ch)
 		return 0;
+	if (t->advanced != n)	/* a short or failed write(2): take back what did not go */
+		__sync_fetch_and_add(&ch->wr, n - t->advanced);
+	if (!n)
+		return 0;
 	/* splice/tee move bytes in one step: they carry what was just adopted. */
-	if (op == CW_OP_SPLICE || op == CW_OP_TEE)
+	if (op == CW_OP_SPLICE || op == CW_OP_TEE) {
 		write_enter(t, ch);
-	write_exit(t, ch, ret);
+		__sync_fetch_and_add(&ch->wr, n);
+	} else if (!t->advanced) {
+		__sync_fetch_and_add(&ch->wr, n);
+	}
+	write_exit(t, ch, n);
 	return 0;
 }
 
@@ -458,6 +472,7 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	struct cw_event *e;
 	__u64 parent_ev;
 
+	/* Children inherit a record only inside the run's cgroup. */
 	if (!in_scope())
 		return 0;
 	pt = task_state();
@@ -495,8 +510,6 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	struct cw_event *e;
 	__u64 parent_ev;
 
-	if (!in_scope())
-		return 0;
 	t = task_state();
 	if (!t || !sampled(&t->rec))
 		return 0;
@@ -520,8 +533,6 @@ int BPF_PROG(handle_exit_task, struct task_struct *p)
 	struct cw_event *e;
 	__u64 parent_ev;
 
-	if (!in_scope())
-		return 0;
 	t = task_state();
 	if (!t || !sampled(&t->rec))
 		return 0;
