@@ -98,13 +98,16 @@ static __always_inline bool same_record(const struct cw_record *a, const struct 
 	       *(__u64 *)&a->trace_id[8] == *(__u64 *)&b->trace_id[8];
 }
 
-/* The syscalls that can move bytes through a channel. */
-static __always_inline bool io_syscall(long id)
+/* Syscalls that read from their first argument: handled at exit only. */
+static __always_inline bool read_syscall(long id)
+{
+	return id == CW_NR_read || id == CW_NR_readv || id == CW_NR_preadv2;
+}
+
+/* Syscalls that write (or, for vmsplice, may read): prepared at enter. */
+static __always_inline bool write_syscall(long id)
 {
 	switch (id) {
-	case CW_NR_read:
-	case CW_NR_readv:
-	case CW_NR_preadv2:
 	case CW_NR_write:
 	case CW_NR_writev:
 	case CW_NR_pwritev2:
@@ -169,7 +172,12 @@ static __always_inline void ev_channel(struct cw_event *e, const struct cw_chan 
 
 static __always_inline struct cw_task *task_state(void)
 {
-	return bpf_task_storage_get(&tasks, bpf_get_current_task_btf(), 0, 0);
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	/* Most tasks hold no task storage of any map: skip the lookup. */
+	if (!task->bpf_storage)
+		return NULL;
+	return bpf_task_storage_get(&tasks, task, 0, 0);
 }
 
 /* Reads a kernel object through its BTF type: plain loads, no helper call (6.2+). */
@@ -372,7 +380,7 @@ int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
 	__u32 kind, kind2;
 	bool wr, wr2, has, has2;
 
-	if (!io_syscall(id))
+	if (!write_syscall(id))
 		return 0;
 	t = task_state();
 	if (!t)
@@ -396,9 +404,8 @@ int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
 	/* sendfile(out_fd, in_fd, ...) writes to out_fd; the others' first argument is the fd. */
 	if (!fd_channel(CW_ARG1(regs), &key, &kind, &wr))
 		return 0;
-	/* read(2) on a write end fails; vmsplice(2) on a read end reads. */
-	if (id == CW_NR_read || id == CW_NR_readv || id == CW_NR_preadv2 || (id == CW_NR_vmsplice && !wr)) {
-		/* The channel may get its first tracked writer while this read blocks. */
+	/* vmsplice(2) on a read end reads. */
+	if (id == CW_NR_vmsplice && !wr) {
 		t->in = key;
 		t->out.ino = 0;
 		t->op = CW_OP_READ;
@@ -424,9 +431,27 @@ int BPF_PROG(handle_exit, struct pt_regs *regs, long ret)
 	struct cw_chan *ch;
 	struct cw_task *t;
 	__u64 n = ret > 0 ? ret : 0;
-	__u32 op;
+	long id = regs->orig_ax;
+	struct cw_chan_key key;
+	__u32 op, kind;
+	bool wr;
 
-	if (!io_syscall(regs->orig_ax))
+	if (read_syscall(id)) {
+		/*
+		 * Resolved after the read: the fd still names the channel, and a
+		 * read that blocked before the channel's first tracked write counts.
+		 */
+		if (!n)
+			return 0;
+		t = task_state();
+		if (!t || !fd_channel(CW_ARG1(regs), &key, &kind, &wr))
+			return 0;
+		ch = bpf_map_lookup_elem(&chans, &key);
+		if (ch)
+			chan_read(t, ch, n, true);
+		return 0;
+	}
+	if (!write_syscall(id))
 		return 0;
 	t = task_state();
 	if (!t || !t->op)
