@@ -3,6 +3,7 @@
  * shim, and the demo prints how the root's record reached each of them.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import { run } from './run';
 import { CausalEvent, eventToJson } from './events';
 import { newRecord } from './record';
@@ -22,6 +23,7 @@ export async function runDemo(opts: { events?: string } = {}, out: NodeJS.Writab
   });
   if (opts.events) fs.writeFileSync(opts.events, events.map((e) => JSON.stringify(eventToJson(e)) + '\n').join(''));
   out.write(`\nroot record: trace ${root.traceId}, event ${root.eventId}\n`);
+  out.write('how each process got it (events from the kernel shim; no program was changed):\n');
   out.write(describe(events, root.traceId));
   return res.status;
 }
@@ -29,8 +31,9 @@ export async function runDemo(opts: { events?: string } = {}, out: NodeJS.Writab
 /** How each process came to hold its record: by fork, or through the bytes it read. */
 export function describe(events: CausalEvent[], traceId: string): string {
   const byId = new Map(events.map((e) => [e.record.eventId, e]));
-  const name = new Map<number, string>(); // pid -> comm after exec
-  for (const e of events) if (e.type === 'exec' || !name.has(e.pid)) name.set(e.pid, e.comm);
+  // A process is named by the first program it executed (gunzip, not the gzip it runs).
+  const name = new Map<number, string>();
+  for (const e of events) if (e.type === 'exec' && !name.has(e.pid)) name.set(e.pid, path.basename(e.path ?? e.comm));
   const who = (e: CausalEvent) => `${name.get(e.pid) ?? e.comm}[${e.pid}]`;
   const lines: string[] = [];
   for (const e of events) {
@@ -45,5 +48,6 @@ export function describe(events: CausalEvent[], traceId: string): string {
   }
   const readers = new Set(events.filter((e) => e.type === 'recv' && e.record.traceId === traceId).map(who));
   lines.push(`\n${readers.size} process(es) adopted the root's trace through pipes: ${[...readers].join(', ')}`);
+  lines.push('keep the events with: causeway demo --events FILE (format: docs/events.md)');
   return lines.join('\n') + '\n';
 }

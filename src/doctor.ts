@@ -39,10 +39,10 @@ export async function runChecks(): Promise<Check[]> {
 
   add({
     name: 'kernel',
-    ok: atLeast(kv, [5, 15]),
+    ok: atLeast(kv, [6, 2]),
     required: true,
     detail: `Linux ${os.release()} on ${os.arch()}`,
-    fix: 'upgrade to Linux 5.15 or later (task storage, ring buffer, BTF tracepoints)',
+    fix: 'upgrade to Linux 6.2 or later (BTF tracepoints, task storage, ring buffer, bpf_rdonly_cast)',
   });
   add({
     name: 'architecture',

@@ -7,7 +7,9 @@ import createDebug from 'debug';
 import { native, NativeShim } from './native';
 import { CausalEvent, decodeEvents } from './events';
 import { CausalRecord, decodeRecord, encodeRecord } from './record';
-import { fromNative, TargetError } from './errors';
+import fs from 'node:fs';
+import os from 'node:os';
+import { fromNative, NotSupportedError, TargetError } from './errors';
 
 const debug = createDebug('causeway:shim');
 
@@ -58,6 +60,7 @@ export class Shim extends EventEmitter {
     const ringbufBytes = opts.ringbufBytes ?? 1 << 22;
     if (ringbufBytes < 4096 || (ringbufBytes & (ringbufBytes - 1)) !== 0)
       throw new RangeError(`the ring buffer size must be a power of two of at least 4096 bytes, not ${ringbufBytes}`);
+    if (!fs.existsSync('/sys/kernel/btf/vmlinux')) throw new NotSupportedError('kernel BTF (CONFIG_DEBUG_INFO_BTF)', '5.5');
     try {
       this.handle = new addon.Shim({
         kind: 'shim',
@@ -67,6 +70,8 @@ export class Shim extends EventEmitter {
         emitEvents: opts.events ?? true,
       });
     } catch (err) {
+      if (!kernelAtLeast(6, 2))
+        throw new NotSupportedError('the shim (BTF tracepoints, task storage, bpf_rdonly_cast)', '6.2', (err as Error).message);
       throw fromNative(err);
     }
     this.clockOffset = addon.clockOffset();
@@ -152,6 +157,14 @@ export class Shim extends EventEmitter {
     debug('closed: %o', counters);
     return counters;
   }
+}
+
+/** True if the running kernel is at least major.minor. */
+export function kernelAtLeast(major: number, minor: number): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(os.release());
+  if (!m) return false;
+  const [a, b] = [Number(m[1]), Number(m[2])];
+  return a > major || (a === major && b >= minor);
 }
 
 function targetError(err: unknown, tid: number) {
