@@ -101,29 +101,33 @@ export async function runChecks(): Promise<Check[]> {
     add({ name: 'addon', ok: false, required: true, detail: (err as Error).message, fix: 'run `npm run build`' });
   }
   if (addonOk) {
-    const p = native().probe();
-    add({
-      name: 'bpf() syscall',
-      ok: p.mapArray,
-      required: true,
-      detail: p.mapArray ? 'maps can be created' : 'creating a BPF map failed',
-      fix: privileged ? 'check kernel.unprivileged_bpf_disabled and any LSM policy denying bpf()' : 'run as root',
-    });
-    const maps: [string, string, string][] = [
-      ['mapTaskStorage', 'task storage map', '5.11'],
-      ['mapRingbuf', 'ring buffer map', '5.8'],
-      ['mapLruHash', 'LRU hash map', '4.10'],
-      ['mapPercpuArray', 'per-CPU array map', '4.6'],
-    ];
-    for (const [key, label, since] of maps)
-      add({ name: label, ok: p[key], required: true, detail: p[key] ? 'supported' : 'rejected by the kernel', fix: `needs Linux ${since}+` });
+    if (!privileged) {
+      add({ name: 'BPF maps', ok: false, required: true, detail: 'not tried: needs privileges', fix: 'run as root' });
+    } else {
+      const p = native().probe();
+      add({
+        name: 'bpf() syscall',
+        ok: p.mapArray,
+        required: true,
+        detail: p.mapArray ? 'maps can be created' : 'creating a BPF map failed',
+        fix: 'check kernel.unprivileged_bpf_disabled, seccomp and LSM policies that deny bpf()',
+      });
+      const maps: [string, string, string][] = [
+        ['mapTaskStorage', 'task storage map', '5.11'],
+        ['mapRingbuf', 'ring buffer map', '5.8'],
+        ['mapLruHash', 'LRU hash map', '4.10'],
+        ['mapPercpuArray', 'per-CPU array map', '4.6'],
+      ];
+      for (const [key, label, since] of maps)
+        add({ name: label, ok: p[key], required: true, detail: p[key] ? 'supported' : 'rejected by the kernel', fix: `needs Linux ${since}+` });
+    }
 
     for (const [label, load] of [
       ['BTF tracepoints (floor programs)', () => new Floor().close()],
       ['shim', () => loadShimOnce()],
     ] as [string, () => unknown][]) {
       if (!privileged || !mount) {
-        add({ name: label, ok: false, required: true, detail: 'not tried: needs the checks above', fix: 'fix the checks above' });
+        add({ name: label, ok: false, required: true, detail: 'not tried: needs privileges and cgroup v2', fix: 'fix the checks above' });
         continue;
       }
       try {

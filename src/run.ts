@@ -72,6 +72,15 @@ export async function run(opts: RunOptions): Promise<RunResult> {
     return { status: 127, counters: null, events: 0, killedLeftovers: 0 };
   }
 
+  // Open the events file first: a bad path fails before anything starts.
+  let sinkFd: number | undefined;
+  if (opts.eventsFile) {
+    try {
+      sinkFd = fs.openSync(opts.eventsFile, 'w');
+    } catch (err) {
+      throw new CausewayError(`cannot write events to ${opts.eventsFile}: ${(err as Error).message}`);
+    }
+  }
   const cgroup = RunCgroup.create();
   const result: RunResult = { status: 1, counters: null, events: 0, killedLeftovers: 0 };
   let shim: Shim | null = null;
@@ -84,7 +93,10 @@ export async function run(opts: RunOptions): Promise<RunResult> {
       ringbufBytes: opts.ringbufBytes,
       events: Boolean(opts.eventsFile || opts.onEvents),
     });
-    if (opts.eventsFile) sink = fs.createWriteStream(opts.eventsFile);
+    if (sinkFd !== undefined) {
+      sink = fs.createWriteStream('', { fd: sinkFd });
+      sink.on('error', (err) => process.stderr.write(`causeway: writing events: ${err.message}\n`));
+    }
     shim.on('events', (batch: CausalEvent[]) => {
       result.events += batch.length;
       if (sink) sink.write(batch.map((e) => JSON.stringify(eventToJson(e))).join('\n') + '\n');

@@ -1,5 +1,7 @@
 import t from 'tap';
-import { bpfUnavailable, causeway } from './helpers';
+import path from 'node:path';
+import { spawn, spawnSync } from 'node:child_process';
+import { BIN, ROOT, bpfUnavailable, causeway, Result } from './helpers';
 
 const skip = bpfUnavailable();
 
@@ -44,4 +46,37 @@ t.test('bad flags say what is wrong', async (t) => {
   const r3 = await causeway(['frobnicate']);
   t.not(r3.status, 0);
   t.match(r3.stderr, /unknown command/);
+});
+
+/** Why the checkout cannot be run as nobody here, or false. */
+function nobodySkip(): string | false {
+  if (process.geteuid?.() !== 0) return 'needs root to switch to nobody';
+  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'test', '-r', path.join(ROOT, 'dist', 'src', 'cli.js')]);
+  return r.status === 0 ? false : 'nobody cannot read this checkout (a private parent directory)';
+}
+
+t.test('without privileges: a clear error', { skip: nobodySkip() }, async (t) => {
+  const asNobody = (args: string[]) =>
+    new Promise<Result>((resolve) => {
+      const child = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr }));
+    });
+  const r = await asNobody(['run', '--', 'true']);
+  t.equal(r.status, 1);
+  t.match(r.stderr, /needs root.*sudo/);
+  const d = await asNobody(['doctor']);
+  t.equal(d.status, 1, 'doctor fails');
+  t.match(d.stdout, /^FAIL privileges: .* -- run as root/m);
+  t.match(d.stdout, /causeway cannot run here/);
+});
+
+t.test('an events file that cannot be written is refused before the command runs', { skip: skip ?? false }, async (t) => {
+  const r = await causeway(['run', '-e', '/nonexistent-dir/ev.jsonl', '--', 'sh', '-c', 'echo ran']);
+  t.equal(r.status, 1);
+  t.equal(r.stdout, '', 'the command did not run');
+  t.match(r.stderr, /cannot write events to \/nonexistent-dir\/ev.jsonl/);
 });
