@@ -104,8 +104,8 @@ function machine(): string {
 
 async function main() {
   const quick = process.argv.includes('--quick');
-  const rounds = quick ? 3 : 5;
-  const secs = quick ? 1 : 2;
+  const rounds = quick ? 3 : 7;
+  const secs = quick ? 1 : 1.5;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'causeway-bench-'));
   const samples: Sample[] = [];
   try {
