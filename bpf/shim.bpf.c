@@ -153,6 +153,21 @@ static __always_inline struct cw_event *ev_start(__u8 type, const struct cw_reco
 	return e;
 }
 
+/* The next event on a thread's causal chain: mints its id, names the previous one as parent. */
+static __always_inline struct cw_event *ev_next(struct cw_record *rec, __u8 type)
+{
+	__u64 parent = rec->event_id;
+	struct cw_event *e;
+
+	rec->event_id = new_id();
+	e = ev_start(type, rec);
+	if (e) {
+		e->nparents = 1;
+		e->parents[0] = parent;
+	}
+	return e;
+}
+
 static __always_inline void ev_submit(struct cw_event *e)
 {
 	/* Batch wake-ups: the reader also polls on a timer. */
@@ -495,7 +510,6 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 {
 	struct cw_task *pt, *ct;
 	struct cw_event *e;
-	__u64 parent_ev;
 
 	/* Children inherit a record only inside the run's cgroup. */
 	if (!in_scope())
@@ -512,18 +526,14 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	ct->send_ev = 0;
 	if (!sampled(&pt->rec))
 		return 0;
-	parent_ev = pt->rec.event_id;
-	pt->rec.event_id = new_id();
-	ct->rec.event_id = pt->rec.event_id;
-	e = ev_start(CW_EV_FORK, &pt->rec);
+	e = ev_next(&pt->rec, CW_EV_FORK);
+	ct->rec.event_id = pt->rec.event_id;	/* both continue from the fork */
 	if (!e)
 		return 0;
 	e->arg = BPF_CORE_READ(child, pid);
 	e->arg2 = BPF_CORE_READ(child, tgid);
 	if (e->arg != e->arg2)
 		e->flags |= CW_EVF_THREAD;
-	e->nparents = 1;
-	e->parents[0] = parent_ev;
 	ev_submit(e);
 	return 0;
 }
@@ -533,19 +543,14 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 {
 	struct cw_task *t;
 	struct cw_event *e;
-	__u64 parent_ev;
 
 	t = task_state();
 	if (!t || !sampled(&t->rec))
 		return 0;
-	parent_ev = t->rec.event_id;
-	t->rec.event_id = new_id();
-	e = ev_start(CW_EV_EXEC, &t->rec);
+	e = ev_next(&t->rec, CW_EV_EXEC);
 	if (!e)
 		return 0;
 	e->arg = old_pid;
-	e->nparents = 1;
-	e->parents[0] = parent_ev;
 	bpf_probe_read_kernel_str(e->path, sizeof(e->path), BPF_CORE_READ(bprm, filename));
 	ev_submit(e);
 	return 0;
@@ -556,21 +561,16 @@ int BPF_PROG(handle_exit_task, struct task_struct *p)
 {
 	struct cw_task *t;
 	struct cw_event *e;
-	__u64 parent_ev;
 
 	t = task_state();
 	if (!t || !sampled(&t->rec))
 		return 0;
-	parent_ev = t->rec.event_id;
-	t->rec.event_id = new_id();
-	e = ev_start(CW_EV_EXIT, &t->rec);
+	e = ev_next(&t->rec, CW_EV_EXIT);
 	if (!e)
 		return 0;
 	e->arg = BPF_CORE_READ(p, exit_code);
 	if (BPF_CORE_READ(p, pid) != BPF_CORE_READ(p, tgid))
 		e->flags |= CW_EVF_THREAD;
-	e->nparents = 1;
-	e->parents[0] = parent_ev;
 	ev_submit(e);
 	return 0;
 }
