@@ -30,10 +30,18 @@ struct cw_record {
 	__u8 actor[CW_ACTOR_BYTES];	/* owned by meta-applications */
 };
 
-/* A channel's identity: its inode. */
+/* A pipe's, FIFO's or UNIX socket's identity (map chans). */
 struct cw_chan_key {
-	__u64 ino;
-	__u32 dev;
+	__u64 id;		/* pipe, FIFO: inode number; UNIX: the receiving socket's address */
+	__u32 dev;		/* pipe, FIFO: device of the inode; UNIX: 0 */
+	__u32 kind;		/* enum cw_chan_kind */
+};
+
+/* A TCP connection in one direction of its data (map tcp_chans). */
+struct cw_tcp_key {
+	__u8 saddr[16];		/* sender; IPv4 as ::ffff:a.b.c.d */
+	__u8 daddr[16];		/* receiver */
+	__u16 sport, dport;	/* host byte order */
 	__u32 pad;
 };
 
@@ -42,19 +50,23 @@ struct cw_task {
 	struct cw_record rec;
 	__u64 src;		/* event id of the channel segment last adopted */
 	/* The syscall in flight, from sys_enter to sys_exit. */
-	struct cw_chan_key in, out;	/* channels of the syscall in flight; ino 0 = none */
+	struct cw_chan_key out;	/* pipe/FIFO/UNIX written by the syscall in flight; id 0 = none */
+	struct cw_chan_key in;	/* splice/tee/vmsplice: the pipe read */
+	struct cw_tcp_key tcp;	/* TCP connection written by the syscall in flight */
 	__u64 send_ev;		/* event id minted for a new segment at enter, 0 = none */
 	__u64 send_parent;
 	__u64 send_ts;		/* when the new segment was published */
-	__u64 advanced;		/* bytes already added to out's wr at enter (write(2)) */
+	__u64 advanced;		/* units already added to out's wr at enter (write, send, sendto) */
 	__u32 op;		/* CW_OP_*, 0 = nothing pending */
-	__u32 pad;
+	__u8 msgs;		/* out counts messages (UNIX datagrams) */
+	__u8 pad[3];
 };
 
 enum cw_op {
 	CW_OP_NONE = 0,
 	CW_OP_READ,		/* in: consume bytes */
 	CW_OP_WRITE,		/* out: segment registered at enter */
+	CW_OP_TCP_WRITE,	/* tcp: segment registered at enter, at write_seq */
 	CW_OP_SPLICE,		/* in and/or out, both settled at exit */
 	CW_OP_TEE,		/* in: peek; out: settled at exit */
 };
@@ -63,6 +75,8 @@ enum cw_chan_kind {
 	CW_CHAN_NONE = 0,
 	CW_CHAN_PIPE,
 	CW_CHAN_FIFO,
+	CW_CHAN_UNIX,		/* sotype says stream, dgram or seqpacket */
+	CW_CHAN_TCP,
 };
 
 /* One run of bytes in a channel that carries one record. */
@@ -71,13 +85,21 @@ struct cw_seg {
 	struct cw_record rec;
 };
 
-/* Per-channel byte accounting (pipes, FIFOs). */
+/*
+ * Per-channel accounting. Offsets are bytes (pipes, FIFOs, UNIX streams),
+ * messages (UNIX datagrams and seqpackets), or TCP sequence numbers (the
+ * kernel counts those: wr and rd are unused, comparisons wrap at 32 bits).
+ */
 struct cw_chan {
-	__u64 wr;		/* bytes written so far */
-	__u64 rd;		/* bytes read so far */
+	__u64 wr;		/* units written so far */
+	__u64 rd;		/* units read so far */
 	struct cw_chan_key key;
-	__u32 kind;		/* enum cw_chan_kind */
+	struct cw_tcp_key tcp;
 	__u32 head;		/* segments appended so far; ring index = head % CW_SEGS */
+	__u16 kind;		/* enum cw_chan_kind */
+	__u8 sotype;		/* UNIX: SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET */
+	__u8 pad;
+	char name[CW_PATH_BYTES];	/* UNIX: bound path, "\0abstract", or empty (socketpair) */
 	struct cw_seg seg[CW_SEGS];
 };
 
@@ -100,13 +122,17 @@ struct cw_event {
 	__u8 type, nparents, chan_kind, flags;
 	__u32 arg;		/* fork: child tid; exit: exit code */
 	__u32 arg2;		/* fork: child pid */
-	__u32 chan_dev;
-	__u64 chan_ino;
-	__u64 bytes;
+	__u32 chan_dev;		/* pipe, FIFO */
+	__u64 chan_ino;		/* pipe, FIFO */
+	__u64 bytes;		/* bytes (or messages, for UNIX datagrams) moved */
 	__u64 parents[CW_MAX_PARENTS];
 	struct cw_record rec;	/* the record after this event */
 	char comm[16];
-	char path[CW_PATH_BYTES];	/* exec: the file name */
+	char path[CW_PATH_BYTES];	/* exec: the file name; UNIX: the socket's name */
+	__u8 laddr[16], raddr[16];	/* TCP: local and remote address, as the thread sees them */
+	__u16 lport, rport;
+	__u8 sotype;		/* UNIX: socket type */
+	__u8 pad[3];
 };
 
 /* Per-CPU counters: everything that is not an event, every drop and failure. */
@@ -118,6 +144,7 @@ enum cw_counter {
 	CW_C_SEG_OVERWRITE,	/* a segment was overwritten before it was read */
 	CW_C_PARENTS_TRUNC,	/* a join had more parents than an event names */
 	CW_C_INGRESS,		/* reads of bytes written by no tracked thread (not a drop) */
+	CW_C_UNFOLLOWED,	/* sends the shim cannot follow: unconnected datagrams (not a drop) */
 	CW_C_SENDS,		/* write syscalls that carried a record */
 	CW_C_RECVS,		/* read syscalls that found a record */
 	CW_C_MAX,

@@ -9,6 +9,12 @@
 #define CW_NR_readv 19
 #define CW_NR_writev 20
 #define CW_NR_sendfile 40
+#define CW_NR_sendto 44
+#define CW_NR_recvfrom 45
+#define CW_NR_sendmsg 46
+#define CW_NR_recvmsg 47
+#define CW_NR_recvmmsg 299
+#define CW_NR_sendmmsg 307
 #define CW_NR_splice 275
 #define CW_NR_tee 276
 #define CW_NR_vmsplice 278

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { run } from './run';
-import { CausalEvent, eventToJson } from './events';
+import { CausalEvent, channelName, eventToJson } from './events';
 import { newRecord } from './record';
 
 export const DEMO_PIPELINE = 'seq 1 200000 | gzip -1 | gunzip | wc -l';
@@ -43,7 +43,7 @@ export function describe(events: CausalEvent[], traceId: string): string {
       const from = e.parents.map((p) => byId.get(p)).filter((p): p is CausalEvent => Boolean(p));
       const writers = from.map((s) => who(s)).join(' + ') || 'outside the run';
       const same = e.record.traceId === traceId ? "the root's trace" : `trace ${e.record.traceId}`;
-      lines.push(`  ${e.type.padEnd(6)} ${who(e)} read ${e.channel?.kind}:[${e.channel?.ino}] from ${writers}: adopts ${same}`);
+      lines.push(`  ${e.type.padEnd(6)} ${who(e)} read ${channelName(e.channel)} from ${writers}: adopts ${same}`);
     }
   }
   const readers = new Set(events.filter((e) => e.type === 'recv' && e.record.traceId === traceId).map(who));

@@ -4,21 +4,26 @@
  */
 import { CausalRecord, decodeRecord, eventIdHex } from './record';
 
-export const EVENT_BYTES = 224;
+export const EVENT_BYTES = 264;
 export const MAX_PARENTS = 4;
 
 export type EventType = 'fork' | 'exec' | 'exit' | 'send' | 'recv' | 'join';
 const TYPES: Record<number, EventType> = { 1: 'fork', 2: 'exec', 3: 'exit', 4: 'send', 5: 'recv', 6: 'join' };
 
-export type ChannelKind = 'pipe' | 'fifo';
-const CHANNEL_KINDS: Record<number, ChannelKind> = { 1: 'pipe', 2: 'fifo' };
+export type ChannelKind = 'pipe' | 'fifo' | 'unix' | 'tcp';
+const CHANNEL_KINDS: Record<number, ChannelKind> = { 1: 'pipe', 2: 'fifo', 3: 'unix', 4: 'tcp' };
+const SOCKET_TYPES: Record<number, string> = { 1: 'stream', 2: 'dgram', 5: 'seqpacket' };
 
-/** The channel bytes moved through: its kind and identity (inode number and device). */
-export interface Channel {
-  kind: ChannelKind;
-  ino: number;
-  dev: string;
-}
+/**
+ * The channel bytes moved through, and its identity:
+ * pipe, fifo: inode number and device; unix: socket type and name (a path,
+ * "abstract:NAME", or "socketpair"); tcp: local and remote address and port,
+ * as the thread that sent or received sees them.
+ */
+export type Channel =
+  | { kind: 'pipe' | 'fifo'; ino: number; dev: string }
+  | { kind: 'unix'; type: string; name: string }
+  | { kind: 'tcp'; local: string; localPort: number; remote: string; remotePort: number };
 
 /** One event, decoded. ts is nanoseconds since the Unix epoch. */
 export interface CausalEvent {
@@ -47,9 +52,70 @@ function cstring(buf: Buffer, start: number, len: number): string {
   return buf.toString('utf8', start, end >= 0 && end < start + len ? end : start + len);
 }
 
+/** IPv4-mapped addresses are shown as IPv4. */
+function ipString(b: Buffer, off: number): string {
+  const a = b.subarray(off, off + 16);
+  if (a.subarray(0, 10).every((x) => x === 0) && a[10] === 0xff && a[11] === 0xff) return `${a[12]}.${a[13]}.${a[14]}.${a[15]}`;
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(a.readUInt16BE(i).toString(16));
+  // Compress the longest run of zero groups, as RFC 5952 says.
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    let j = i;
+    while (j < 8 && groups[j] === '0') j++;
+    if (j - i > bestLen) [best, bestLen] = [i, j - i];
+    i = j === i ? i + 1 : j;
+  }
+  if (best < 0) return groups.join(':');
+  return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
+}
+
+/** A UNIX socket's name: its path, "abstract:NAME", or "socketpair" when unbound. */
+function unixName(b: Buffer, off: number): string {
+  if (b[off] !== 0) return cstring(b, off, 64);
+  const rest = cstring(b, off + 1, 63);
+  return rest ? `abstract:${rest}` : 'socketpair';
+}
+
+function decodeChannel(b: Buffer, off: number): Channel | null {
+  const kind = CHANNEL_KINDS[b.readUInt8(off + 18)];
+  switch (kind) {
+    case 'pipe':
+    case 'fifo':
+      return { kind, ino: Number(b.readBigUInt64LE(off + 32)), dev: devString(b.readUInt32LE(off + 28)) };
+    case 'unix':
+      return { kind, type: SOCKET_TYPES[b.readUInt8(off + 260)] ?? String(b.readUInt8(off + 260)), name: unixName(b, off + 160) };
+    case 'tcp':
+      return {
+        kind,
+        local: ipString(b, off + 224),
+        localPort: b.readUInt16LE(off + 256),
+        remote: ipString(b, off + 240),
+        remotePort: b.readUInt16LE(off + 258),
+      };
+    default:
+      return null;
+  }
+}
+
 /** Linux encodes a device number as major << 20 | minor inside the kernel. */
 function devString(dev: number): string {
   return `${dev >>> 20}:${dev & 0xfffff}`;
+}
+
+/** A short name for a channel: pipe:[ino], fifo:[ino], unix:NAME, tcp:LOCAL->REMOTE. */
+export function channelName(c: Channel | null): string {
+  if (!c) return '-';
+  switch (c.kind) {
+    case 'pipe':
+    case 'fifo':
+      return `${c.kind}:[${c.ino}]`;
+    case 'unix':
+      return `unix:${c.name}`;
+    case 'tcp':
+      return `tcp:${c.local}:${c.localPort}->${c.remote}:${c.remotePort}`;
+  }
 }
 
 /** Decodes every event in a batch; clockOffset turns CLOCK_BOOTTIME into epoch ns. */
@@ -62,7 +128,6 @@ export function decodeEvents(batch: Buffer, clockOffset: bigint): CausalEvent[] 
 export function decodeEvent(b: Buffer, off: number, clockOffset: bigint): CausalEvent {
   const type = TYPES[b.readUInt8(off + 16)] ?? 'exit';
   const nparents = Math.min(b.readUInt8(off + 17), MAX_PARENTS);
-  const kind = CHANNEL_KINDS[b.readUInt8(off + 18)];
   const flags = b.readUInt8(off + 19);
   const arg = b.readUInt32LE(off + 20);
   const arg2 = b.readUInt32LE(off + 24);
@@ -76,7 +141,7 @@ export function decodeEvent(b: Buffer, off: number, clockOffset: bigint): Causal
     comm: cstring(b, off + 144, 16),
     record: decodeRecord(b, off + 80),
     parents,
-    channel: kind ? { kind, ino: Number(b.readBigUInt64LE(off + 32)), dev: devString(b.readUInt32LE(off + 28)) } : null,
+    channel: decodeChannel(b, off),
     bytes: Number(b.readBigUInt64LE(off + 40)),
   };
   const thread = (flags & 1) !== 0;

@@ -5,8 +5,8 @@
 import { EventEmitter } from 'node:events';
 import createDebug from 'debug';
 import { native, NativeShim } from './native';
-import { CausalEvent, decodeEvents } from './events';
-import { CausalRecord, decodeRecord, encodeRecord } from './record';
+import { CausalEvent, decodeEvents, EVENT_BYTES } from './events';
+import { CausalRecord, decodeRecord, encodeRecord, RECORD_BYTES } from './record';
 import fs from 'node:fs';
 import os from 'node:os';
 import { fromNative, NotSupportedError, TargetError } from './errors';
@@ -22,6 +22,7 @@ export const COUNTER_NAMES = [
   'segmentsOverwritten',
   'parentsTruncated',
   'ingressReads',
+  'unfollowedSends',
   'sends',
   'recvs',
 ] as const;
@@ -57,6 +58,9 @@ export class Shim extends EventEmitter {
   constructor(opts: ShimOptions) {
     super();
     const addon = native();
+    const layout = addon.layout();
+    if (layout.event !== EVENT_BYTES || layout.record !== RECORD_BYTES || layout.counters !== COUNTER_NAMES.length)
+      throw new Error(`the addon and the TypeScript disagree on layouts (${JSON.stringify(layout)}): run \`npm run build\``);
     const ringbufBytes = opts.ringbufBytes ?? 1 << 22;
     if (ringbufBytes < 4096 || (ringbufBytes & (ringbufBytes - 1)) !== 0)
       throw new RangeError(`the ring buffer size must be a power of two of at least 4096 bytes, not ${ringbufBytes}`);

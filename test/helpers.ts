@@ -64,7 +64,7 @@ export interface EventJson {
   trace: string;
   event: string;
   parents: string[];
-  channel: { kind: string; ino: number; dev: string } | null;
+  channel: { kind: string; ino?: number; dev?: string; type?: string; name?: string; local?: string; localPort?: number; remote?: string; remotePort?: number } | null;
   bytes: number;
   path?: string;
   child?: { pid: number; tid: number };

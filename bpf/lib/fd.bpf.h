@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
+/*
+ * What a file descriptor of the current task refers to, as far as the shim
+ * follows it: a pipe or FIFO, a UNIX socket, or a TCP socket. Plain BTF loads
+ * (bpf_rdonly_cast, 6.2+) except for the one probe read of the fd table slot.
+ */
+#ifndef CW_FD_BPF_H
+#define CW_FD_BPF_H
+
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define S_IFIFO 0010000
+#define PIPEFS_MAGIC 0x50495045
+#define FMODE_WRITE 0x2
+#define AF_UNIX 1
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_STREAM 1
+#define IPPROTO_TCP 6
+
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+/* A resolved fd, for one direction of data. */
+struct cw_io {
+	struct cw_chan_key key;		/* pipe, FIFO, UNIX (the receiving socket) */
+	struct cw_tcp_key tcp;		/* TCP (the direction of data) */
+	struct sock *sk, *peer;		/* UNIX: this socket and its peer, to name a new channel */
+	__u32 seq;			/* TCP: write_seq (writes) or copied_seq (reads) */
+	__u8 sotype;
+	bool writable;			/* the file is open for writing */
+	bool msgs;			/* UNIX datagram or seqpacket: counted in messages */
+};
+
+/* IPv4 addresses are kept as IPv4-mapped IPv6, so that both socket families agree. */
+static __always_inline void tcp_addrs(struct sock *sk, __u8 *local, __u8 *remote)
+{
+	if (sk->__sk_common.skc_family == AF_INET) {
+		__u32 l = sk->__sk_common.skc_rcv_saddr, r = sk->__sk_common.skc_daddr;
+
+		__builtin_memset(local, 0, 10);
+		__builtin_memset(remote, 0, 10);
+		local[10] = local[11] = remote[10] = remote[11] = 0xff;
+		__builtin_memcpy(local + 12, &l, 4);
+		__builtin_memcpy(remote + 12, &r, 4);
+	} else {
+		__builtin_memcpy(local, &sk->__sk_common.skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(remote, &sk->__sk_common.skc_v6_daddr, 16);
+	}
+}
+
+/*
+ * Resolves fd for data that the current thread writes (write=true) or reads.
+ * Returns the channel kind, or CW_CHAN_NONE if the shim does not follow it.
+ */
+static __always_inline __u32 fd_resolve(int fd, bool write, struct cw_io *io)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
+	struct file *fp, *file;
+	struct socket *sock;
+	struct inode *inode;
+	struct sock *sk;
+	__u16 family;
+	__u32 mode;
+
+	if (fd < 0 || (unsigned int)fd >= fdt->max_fds)
+		return CW_CHAN_NONE;
+	/* A variable index into fd[] needs the one helper call of this path. */
+	if (bpf_probe_read_kernel(&fp, sizeof(fp), &fdt->fd[fd]) || !fp)
+		return CW_CHAN_NONE;
+	file = bpf_rdonly_cast(fp, bpf_core_type_id_kernel(struct file));
+	inode = file->f_inode;
+	mode = inode->i_mode & S_IFMT;
+	io->writable = file->f_mode & FMODE_WRITE;
+
+	if (mode == S_IFIFO) {
+		struct super_block *sb = inode->i_sb;
+
+		io->key.kind = sb->s_magic == PIPEFS_MAGIC ? CW_CHAN_PIPE : CW_CHAN_FIFO;
+		io->key.id = inode->i_ino;
+		io->key.dev = sb->s_dev;
+		return io->key.kind;
+	}
+	if (mode != S_IFSOCK)
+		return CW_CHAN_NONE;
+
+	sock = bpf_rdonly_cast(file->private_data, bpf_core_type_id_kernel(struct socket));
+	sk = sock->sk;
+	if (!sk)
+		return CW_CHAN_NONE;
+	family = sk->__sk_common.skc_family;
+	if (family == AF_UNIX) {
+		struct unix_sock *u = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct unix_sock));
+
+		io->sk = sk;
+		io->peer = u->peer;
+		io->sotype = sk->sk_type;
+		io->msgs = io->sotype != SOCK_STREAM;
+		/* The channel is the receiving socket: bytes queue there. */
+		io->key.id = write ? (__u64)io->peer : (__u64)sk;
+		io->key.dev = 0;
+		io->key.kind = CW_CHAN_UNIX;
+		if (!io->key.id) {
+			count(CW_C_UNFOLLOWED, 1);	/* unconnected datagram: no peer to key on */
+			return CW_CHAN_NONE;
+		}
+		return CW_CHAN_UNIX;
+	}
+	if ((family == AF_INET || family == AF_INET6) && sk->sk_protocol == IPPROTO_TCP) {
+		struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+		__u16 lport = sk->__sk_common.skc_num, rport = bpf_ntohs(sk->__sk_common.skc_dport);
+
+		if (write) {
+			tcp_addrs(sk, io->tcp.saddr, io->tcp.daddr);
+			io->tcp.sport = lport;
+			io->tcp.dport = rport;
+			io->seq = tp->write_seq;
+		} else {
+			tcp_addrs(sk, io->tcp.daddr, io->tcp.saddr);
+			io->tcp.sport = rport;
+			io->tcp.dport = lport;
+			io->seq = tp->copied_seq;
+		}
+		io->tcp.pad = 0;
+		return CW_CHAN_TCP;
+	}
+	return CW_CHAN_NONE;
+}
+
+/* A UNIX channel's name: the bound address of the receiving or else the sending socket. */
+static __always_inline void unix_name(char *dst, struct sock *recv, struct sock *send)
+{
+	struct unix_sock *u = bpf_rdonly_cast(recv, bpf_core_type_id_kernel(struct unix_sock));
+	struct unix_address *addr = u->addr;
+	int len;
+
+	if (!addr && send) {
+		u = bpf_rdonly_cast(send, bpf_core_type_id_kernel(struct unix_sock));
+		addr = u->addr;
+	}
+	dst[0] = 0;
+	if (!addr)
+		return;	/* socketpair, or neither end bound */
+	len = addr->len - 2;	/* minus sun_family */
+	if (len <= 0)
+		return;
+	if (len > CW_PATH_BYTES - 1)
+		len = CW_PATH_BYTES - 1;
+	bpf_probe_read_kernel(dst, len & (CW_PATH_BYTES - 1), addr->name[0].sun_path);
+	dst[len & (CW_PATH_BYTES - 1)] = 0;
+}
+
+#endif /* CW_FD_BPF_H */
