@@ -1,7 +1,9 @@
 /**
  * Byte accuracy: a writer writes 1000 bytes under record X, is re-injected
  * with record Y, writes 1000 more. A reader taking 1000 at a time adopts X
- * then Y; a reader taking all 2000 at once records a join of X and Y.
+ * then Y; a reader taking all 2000 at once records a join of X and Y. Over a
+ * pipe, a UNIX stream socket, and TCP on loopback (where the two writes leave
+ * back to back and the reader sees them in one segment of the stream).
  */
 import t from 'tap';
 import fs from 'node:fs';
@@ -10,7 +12,7 @@ import { execFileSync } from 'node:child_process';
 import { bpfUnavailable, tmpdir } from './helpers';
 import { run } from '../src/run';
 import { newRecord } from '../src/record';
-import type { CausalEvent } from '../src/events';
+import type { CausalEvent, Channel } from '../src/events';
 import { DROP_COUNTERS, type Shim } from '../src/shim';
 
 const skip = bpfUnavailable();
@@ -38,9 +40,24 @@ async function lineReader(file: string) {
   };
 }
 
-async function scenario(t: Tap.Test, readSize: number) {
+type Transport = 'pipe' | 'unix' | 'tcp';
+
+/** Whether a receive is on the channel a send went into (TCP: the same connection, seen from the other end). */
+function sameChannel(send: Channel | null | undefined, recv: Channel | null): boolean {
+  if (!send || !recv || send.kind !== recv.kind) return false;
+  if (send.kind === 'tcp' && recv.kind === 'tcp')
+    return send.local === recv.remote && send.localPort === recv.remotePort && send.remote === recv.local && send.remotePort === recv.localPort;
+  return JSON.stringify(send) === JSON.stringify(recv);
+}
+
+async function scenario(t: Tap.Test, readSize: number, transport: Transport) {
   const dir = tmpdir(t);
   const [ctl, ack, go, out] = ['ctl', 'ack', 'go', 'out'].map((n) => path.join(dir, n));
+  const target = transport === 'pipe' ? '' : transport === 'unix' ? `unix:${dir}/sock` : `tcp:${dir}/port`;
+  const script =
+    transport === 'pipe'
+      ? `python3 ${FIXTURES}/writer.py ${ctl} ${ack} | python3 ${FIXTURES}/reader.py ${go} ${readSize} ${out}`
+      : `python3 ${FIXTURES}/reader.py ${go} ${readSize} ${out} ${target} & python3 ${FIXTURES}/writer.py ${ctl} ${ack} ${target}; wait`;
   execFileSync('mkfifo', [ctl, ack, go]);
   const X = newRecord();
   const Y = newRecord();
@@ -49,7 +66,7 @@ async function scenario(t: Tap.Test, readSize: number) {
 
   const done = run({
     command: 'sh',
-    args: ['-c', `python3 ${FIXTURES}/writer.py ${ctl} ${ack} | python3 ${FIXTURES}/reader.py ${go} ${readSize} ${out}`],
+    args: ['-c', script],
     onEvents: (b) => events.push(...b),
     onStart: (ctx) => (shim = ctx.shim),
     summary: false,
@@ -73,28 +90,30 @@ async function scenario(t: Tap.Test, readSize: number) {
   const res = await done;
   t.equal(res.status, 0, 'the pipeline succeeded');
   for (const k of DROP_COUNTERS) t.equal(res.counters?.[k], 0, `no ${k}`);
-  const sends = events.filter((e) => e.type === 'send' && e.pid === writerPid && e.channel?.kind === 'pipe');
+  const sends = events.filter((e) => e.type === 'send' && e.pid === writerPid && e.channel?.kind === transport);
   const sendX = sends.find((e) => e.record.traceId === X.traceId);
   const sendY = sends.find((e) => e.record.traceId === Y.traceId);
   t.ok(sendX && sendY, 'one send under X, one under Y');
   t.same(sendX?.parents, [X.eventId], "X's send follows the injected event");
   t.same(sendY?.parents, [Y.eventId], "Y's send follows the injected event");
-  const reads = events.filter((e) => (e.type === 'recv' || e.type === 'join') && e.pid !== writerPid && JSON.stringify(e.channel) === JSON.stringify(sendX?.channel));
+  const reads = events.filter((e) => (e.type === 'recv' || e.type === 'join') && e.pid !== writerPid && sameChannel(sendX?.channel, e.channel));
   return { reads, sendX: sendX!, sendY: sendY!, got: fs.readFileSync(out, 'utf8'), X, Y };
 }
 
-t.test('reads of 1000 adopt X, then Y', { skip: skip ?? false }, async (t) => {
-  const { reads, sendX, sendY, got, X, Y } = await scenario(t, 1000);
-  t.equal(got, '1000 1000', 'the reader got 1000 and 1000');
-  t.equal(reads.length, 2, 'two receive events');
-  t.match(reads[0], { type: 'recv', bytes: 1000, parents: [sendX.record.eventId], record: { traceId: X.traceId } });
-  t.match(reads[1], { type: 'recv', bytes: 1000, parents: [sendY.record.eventId], record: { traceId: Y.traceId } });
-});
+for (const transport of ['pipe', 'unix', 'tcp'] as Transport[]) {
+  t.test(`${transport}: reads of 1000 adopt X, then Y`, { skip: skip ?? false }, async (t) => {
+    const { reads, sendX, sendY, got, X, Y } = await scenario(t, 1000, transport);
+    t.equal(got, '1000 1000', 'the reader got 1000 and 1000');
+    t.equal(reads.length, 2, 'two receive events');
+    t.match(reads[0], { type: 'recv', bytes: 1000, parents: [sendX.record.eventId], record: { traceId: X.traceId } });
+    t.match(reads[1], { type: 'recv', bytes: 1000, parents: [sendY.record.eventId], record: { traceId: Y.traceId } });
+  });
 
-t.test('one read of 2000 is a join of X and Y', { skip: skip ?? false }, async (t) => {
-  const { reads, sendX, sendY, got, Y } = await scenario(t, 2000);
-  t.equal(got, '2000', 'the reader got all 2000 at once');
-  t.equal(reads.length, 1, 'one event');
-  t.match(reads[0], { type: 'join', bytes: 2000, record: { traceId: Y.traceId } });
-  t.same(reads[0].parents, [sendX.record.eventId, sendY.record.eventId], 'it names both sends, X first');
-});
+  t.test(`${transport}: one read of 2000 is a join of X and Y`, { skip: skip ?? false }, async (t) => {
+    const { reads, sendX, sendY, got, Y } = await scenario(t, 2000, transport);
+    t.equal(got, '2000', 'the reader got all 2000 at once');
+    t.equal(reads.length, 1, 'one event');
+    t.match(reads[0], { type: 'join', bytes: 2000, record: { traceId: Y.traceId } });
+    t.same(reads[0].parents, [sendX.record.eventId, sendY.record.eventId], 'it names both sends, X first');
+  });
+}
