@@ -17,6 +17,19 @@
 #define CW_MAX_PARENTS 4	/* parents named in one event; more are counted */
 #define CW_SEGS 16		/* records pending in one channel (power of two) */
 #define CW_PATH_BYTES 64
+#define CW_EVENT_ID_MASK 0xffffffffffffULL	/* event ids are 48 bits: they cross hosts whole */
+
+/*
+ * The TCP header option that carries a record between hosts (RFC 6994
+ * experimental option, 28 bytes: what fits beside timestamps):
+ *   0 kind (253 by default)   1 length (28)   2-3 ExID, big-endian
+ *   4 version << 4 | flags (bit 0: sampled)   5 priority
+ *   6-21 trace id             22-27 event id, 48 bits big-endian
+ * It names the record of the last byte of the segment, from the segment's
+ * first byte on. The actor area does not cross hosts.
+ */
+#define CW_OPT_LEN 28
+#define CW_OPT_VERSION 1
 
 /* The metadata record: 64 bytes, carried with bytes, inherited across fork/exec. */
 struct cw_record {
@@ -43,6 +56,12 @@ struct cw_tcp_key {
 	__u8 daddr[16];		/* receiver */
 	__u16 sport, dport;	/* host byte order */
 	__u32 pad;
+};
+
+/* A trusted network (map trusted_nets): IPv4 as IPv4-mapped IPv6, prefix + 96. */
+struct cw_lpm_key {
+	__u32 prefixlen;
+	__u8 addr[16];
 };
 
 /* Per-thread state (task storage). User space writes rec and clears src. */
@@ -145,6 +164,14 @@ enum cw_counter {
 	CW_C_PARENTS_TRUNC,	/* a join had more parents than an event names */
 	CW_C_INGRESS,		/* reads of bytes written by no tracked thread (not a drop) */
 	CW_C_UNFOLLOWED,	/* sends the shim cannot follow: unconnected datagrams (not a drop) */
+	CW_C_OPT_WRITTEN,	/* TCP segments that carried the record option */
+	CW_C_OPT_NOSPACE,	/* TCP segments with a record but no room for the option */
+	CW_C_OPT_BOUNDARY,	/* TCP segments holding bytes of two records: the first one's tail is misattributed */
+	CW_C_OPT_RECEIVED,	/* record options accepted from peers */
+	CW_C_OPT_UNTRUSTED_OUT,	/* records not written towards untrusted destinations */
+	CW_C_OPT_UNTRUSTED_IN,	/* record options ignored from untrusted peers */
+	CW_C_OPT_MALFORMED,	/* record options rejected: bad length or version */
+	CW_C_OPT_STALE,		/* record options for bytes older than the last one (reordering) */
 	CW_C_SENDS,		/* write syscalls that carried a record */
 	CW_C_RECVS,		/* read syscalls that found a record */
 	CW_C_MAX,

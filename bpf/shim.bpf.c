@@ -26,6 +26,8 @@ const volatile __u64 cw_cgroup_id = 0;		/* the run's cgroup v2 id */
 const volatile __u32 cw_cgroup_level = 0;	/* its depth below the root */
 const volatile __u64 cw_wakeup_bytes = 65536;	/* wake the reader past this backlog */
 const volatile bool cw_emit_events = true;	/* false: propagate only, no ring buffer */
+const volatile __u8 cw_opt_kind = 253;		/* TCP option kind (RFC 6994 experimental) */
+const volatile __u16 cw_opt_exid = 0xc5a7;	/* its ExID */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -68,9 +70,19 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* Networks whose records are accepted and towards which records are written. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 256);
+	__type(key, struct cw_lpm_key);
+	__type(value, __u8);
+} trusted_nets SEC(".maps");
+
 #include "lib/events.bpf.h"
 #include "lib/fd.bpf.h"
 #include "lib/chan.bpf.h"
+#include "lib/tcpopt.bpf.h"
 
 #define MSG_PEEK 2
 
@@ -385,4 +397,28 @@ int BPF_PROG(handle_exit_task, struct task_struct *p)
 		e->flags |= CW_EVF_THREAD;
 	ev_submit(e);
 	return 0;
+}
+
+/* TCP connections of the run's processes: the record rides in a header option. */
+SEC("sockops")
+int handle_sockops(struct bpf_sock_ops *skops)
+{
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+					  BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG |
+					  BPF_SOCK_OPS_PARSE_UNKNOWN_HDR_OPT_CB_FLAG);
+		break;
+	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
+		opt_reserve(skops);
+		break;
+	case BPF_SOCK_OPS_WRITE_HDR_OPT_CB:
+		opt_write(skops);
+		break;
+	case BPF_SOCK_OPS_PARSE_HDR_OPT_CB:
+		opt_parse(skops);
+		break;
+	}
+	return 1;
 }

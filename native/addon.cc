@@ -8,7 +8,10 @@
 #include <bpf/libbpf.h>
 #include <sys/syscall.h>
 #include <time.h>
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include <cerrno>
 #include <cstdarg>
@@ -98,11 +101,35 @@ class Shim : public Napi::ObjectWrap<Shim> {
     shim_->rodata->cw_cgroup_id = cgroup_id;
     shim_->rodata->cw_cgroup_level = opts.Get("cgroupLevel").As<Napi::Number>().Uint32Value();
     shim_->rodata->cw_emit_events = opts.Get("emitEvents").ToBoolean().Value();
+    shim_->rodata->cw_opt_kind = opts.Get("optKind").As<Napi::Number>().Uint32Value();
+    shim_->rodata->cw_opt_exid = opts.Get("optExid").As<Napi::Number>().Uint32Value();
     uint32_t rb_bytes = opts.Get("ringbufBytes").As<Napi::Number>().Uint32Value();
     if ((err = bpf_map__set_max_entries(shim_->maps.events, rb_bytes)) != 0)
       Fail(env, err, "size the ring buffer", log.log);
     if ((err = cw_shim::load(shim_)) != 0) Fail(env, err, "load the shim", log.log);
+
+    // Trusted networks: [{ prefixlen, addr: Buffer(16) }], before anything runs.
+    Napi::Array trust = opts.Get("trust").As<Napi::Array>();
+    for (uint32_t i = 0; i < trust.Length(); i++) {
+      Napi::Object n = trust.Get(i).As<Napi::Object>();
+      struct cw_lpm_key key = {};
+      key.prefixlen = n.Get("prefixlen").As<Napi::Number>().Uint32Value();
+      auto addr = n.Get("addr").As<Napi::Buffer<uint8_t>>();
+      memcpy(key.addr, addr.Data(), std::min<size_t>(addr.Length(), sizeof(key.addr)));
+      uint8_t one = 1;
+      if ((err = bpf_map__update_elem(shim_->maps.trusted_nets, &key, sizeof(key), &one, sizeof(one), BPF_ANY)) != 0)
+        Fail(env, err, "set the trusted networks", log.log);
+    }
     if ((err = cw_shim::attach(shim_)) != 0) Fail(env, err, "attach the shim", log.log);
+
+    // sockops has no automatic attachment: it goes on the run's cgroup.
+    std::string cgroup = opts.Get("cgroupPath").As<Napi::String>();
+    int cgfd = open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (cgfd < 0) Fail(env, errno, "open the run's cgroup " + cgroup, log.log);
+    sockops_link_ = bpf_program__attach_cgroup(shim_->progs.handle_sockops, cgfd);
+    err = errno;
+    close(cgfd);
+    if (sockops_link_ == nullptr) Fail(env, err, "attach the TCP option program to " + cgroup, log.log);
   }
 
   ~Shim() override { Free(); }
@@ -196,6 +223,8 @@ class Shim : public Napi::ObjectWrap<Shim> {
 
   // detach(): the programs stop running; maps stay readable.
   Napi::Value Detach(const Napi::CallbackInfo &info) {
+    if (sockops_link_) bpf_link__destroy(sockops_link_);
+    sockops_link_ = nullptr;
     if (shim_) cw_shim::detach(shim_);
     if (floor_) cw_floor::detach(floor_);
     return info.Env().Undefined();
@@ -209,6 +238,8 @@ class Shim : public Napi::ObjectWrap<Shim> {
 
   void Free() {
     reader_.reset();  // joins the reader before the ring buffer map goes away
+    if (sockops_link_) bpf_link__destroy(sockops_link_);
+    sockops_link_ = nullptr;
     if (shim_) cw_shim::destroy(shim_);
     if (floor_) cw_floor::destroy(floor_);
     shim_ = nullptr;
@@ -216,6 +247,7 @@ class Shim : public Napi::ObjectWrap<Shim> {
   }
 
   cw_shim *shim_ = nullptr;
+  bpf_link *sockops_link_ = nullptr;
   cw_floor *floor_ = nullptr;
   std::unique_ptr<EventReader> reader_;
 };

@@ -4,6 +4,7 @@ import { run } from './run';
 import { runChecks, report } from './doctor';
 import { runDemo } from './demo';
 import { newRecord } from './record';
+import { parseTrust } from './trust';
 import { CausewayError } from './errors';
 
 function intArg(min: number, max: number) {
@@ -35,6 +36,25 @@ interface RunFlags {
   trace?: string;
   ringbufSize: number;
   quiet?: boolean;
+  trust: string[];
+  tcpOptionKind: number;
+  tcpOptionExid: number;
+}
+
+function collect(v: string, prev: string[]): string[] {
+  return [...prev, v];
+}
+
+function optKindArg(v: string): number {
+  const n = Number(v);
+  if (n !== 253 && n !== 254) throw new InvalidArgumentError('expected 253 or 254 (the RFC 6994 experimental kinds)');
+  return n;
+}
+
+function exidArg(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 0xffff) throw new InvalidArgumentError('expected a 16-bit number, such as 0xc5a7');
+  return n;
 }
 
 export function program(): Command {
@@ -54,6 +74,9 @@ export function program(): Command {
     .option('--priority <n>', 'priority of the root record (0-255)', intArg(0, 255), 0)
     .option('--trace <id>', 'trace id of the root record (32 hex digits; default: a new one)', traceArg)
     .option('--ringbuf-size <bytes>', 'event ring buffer size (power of two)', sizeArg, 1 << 22)
+    .option('--trust <cidr>', 'also trust this network (repeatable; loopback is trusted): records cross only within trusted networks', collect, [])
+    .option('--tcp-option-kind <kind>', 'TCP option kind carrying the record across hosts (253 or 254)', optKindArg, 253)
+    .option('--tcp-option-exid <exid>', 'its 16-bit ExID (RFC 6994), e.g. 0xc5a7', exidArg, 0xc5a7)
     .option('-q, --quiet', 'no summary line unless something was dropped')
     .passThroughOptions()
     .action(async (cmd: string[], o: RunFlags) => {
@@ -65,6 +88,9 @@ export function program(): Command {
         eventsFile: o.events,
         record,
         ringbufBytes: o.ringbufSize,
+        trust: o.trust.map((c) => (parseTrust(c), c)),
+        optKind: o.tcpOptionKind,
+        optExid: o.tcpOptionExid,
         summary: !o.quiet,
       });
       process.exitCode = res.status;

@@ -22,6 +22,10 @@ export interface NativeShimOptions {
   cgroupLevel?: number;
   ringbufBytes?: number;
   emitEvents?: boolean;
+  cgroupPath?: string;
+  trust?: { prefixlen: number; addr: Buffer }[];
+  optKind?: number;
+  optExid?: number;
 }
 
 export interface NativeAddon {

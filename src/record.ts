@@ -8,7 +8,7 @@
  *     2    1 priority      (0-255, higher is more important)
  *     3    5 reserved      (zero)
  *     8   16 trace id
- *    24    8 event id      (u64: the latest event of the causal chain)
+ *    24    8 event id      (u64, 48 bits used: the latest event of the causal chain)
  *    32   32 actor area    (owned by meta-applications)
  */
 import { randomBytes } from 'node:crypto';
@@ -51,10 +51,10 @@ export function newTraceId(): string {
   return id;
 }
 
-/** A random, non-zero 64-bit event id in hex. */
+/** A random, non-zero 48-bit event id as 16 hex digits (48 bits cross hosts in the TCP option). */
 export function newEventId(): string {
   let id: string;
-  do id = randomBytes(8).toString('hex');
+  do id = '0000' + randomBytes(6).toString('hex');
   while (/^0+$/.test(id));
   return id;
 }

@@ -31,6 +31,11 @@ export interface RunOptions {
   /** Called once the command runs in the cgroup, with the shim (to read or inject records). */
   onStart?: (ctx: { pid: number; shim: Shim; cgroup: RunCgroup }) => void;
   ringbufBytes?: number;
+  /** Networks trusted besides loopback (CIDR): records cross only within them. */
+  trust?: string[];
+  /** TCP option kind and ExID (defaults: 253, 0xc5a7). */
+  optKind?: number;
+  optExid?: number;
   /** Print the summary line to stderr (default true); drops are printed regardless. */
   summary?: boolean;
 }
@@ -90,6 +95,10 @@ export async function run(opts: RunOptions): Promise<RunResult> {
     shim = new Shim({
       cgroupId: cgroup.id,
       cgroupLevel: cgroup.level,
+      cgroupPath: cgroup.dir,
+      trust: opts.trust,
+      optKind: opts.optKind,
+      optExid: opts.optExid,
       ringbufBytes: opts.ringbufBytes,
       events: Boolean(opts.eventsFile || opts.onEvents),
     });
@@ -161,6 +170,10 @@ export function summaryLine(s: RunResult): string {
   const drops = DROP_COUNTERS.filter((k) => c[k] > 0).map((k) => `${k}=${c[k]}`);
   let line = `causeway: ${s.events} events, ${c.sends} sends and ${c.recvs} receives carried records, `;
   line += drops.length ? `DROPS: ${drops.join(' ')}` : '0 dropped';
+  const net = (['tcpOptionsWritten', 'tcpOptionsReceived', 'tcpOptionUntrustedOut', 'tcpOptionUntrustedIn', 'tcpOptionMalformed', 'tcpOptionStale', 'unfollowedSends'] as const)
+    .filter((k) => c[k] > 0)
+    .map((k) => `${k}=${c[k]}`);
+  if (net.length) line += `; ${net.join(' ')}`;
   if (s.killedLeftovers) line += `; killed ${s.killedLeftovers} leftover process(es)`;
   return line;
 }

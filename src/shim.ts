@@ -10,6 +10,7 @@ import { CausalRecord, decodeRecord, encodeRecord, RECORD_BYTES } from './record
 import fs from 'node:fs';
 import os from 'node:os';
 import { fromNative, NotSupportedError, TargetError } from './errors';
+import { trustKeys } from './trust';
 
 const debug = createDebug('causeway:shim');
 
@@ -23,6 +24,14 @@ export const COUNTER_NAMES = [
   'parentsTruncated',
   'ingressReads',
   'unfollowedSends',
+  'tcpOptionsWritten',
+  'tcpOptionNoSpace',
+  'tcpOptionBoundaries',
+  'tcpOptionsReceived',
+  'tcpOptionUntrustedOut',
+  'tcpOptionUntrustedIn',
+  'tcpOptionMalformed',
+  'tcpOptionStale',
   'sends',
   'recvs',
 ] as const;
@@ -35,11 +44,24 @@ export const DROP_COUNTERS: (keyof Counters)[] = [
   'channelMapFull',
   'segmentsOverwritten',
   'parentsTruncated',
+  'tcpOptionNoSpace',
+  'tcpOptionBoundaries',
 ];
+
+/** The TCP option's defaults: an RFC 6994 experimental kind and causeway's ExID. */
+export const DEFAULT_OPT_KIND = 253;
+export const DEFAULT_OPT_EXID = 0xc5a7;
 
 export interface ShimOptions {
   cgroupId: bigint;
   cgroupLevel: number;
+  /** The run's cgroup directory: the TCP option program attaches there. */
+  cgroupPath: string;
+  /** Networks (CIDR) trusted besides loopback. */
+  trust?: string[];
+  /** TCP option kind (253 or 254, default 253) and ExID (16 bits). */
+  optKind?: number;
+  optExid?: number;
   /** Ring buffer size in bytes, a power of two (default 4 MiB). */
   ringbufBytes?: number;
   /** Emit events at all (default true); false propagates records only. */
@@ -72,6 +94,10 @@ export class Shim extends EventEmitter {
         cgroupLevel: opts.cgroupLevel,
         ringbufBytes,
         emitEvents: opts.events ?? true,
+        cgroupPath: opts.cgroupPath,
+        trust: trustKeys(opts.trust),
+        optKind: opts.optKind ?? DEFAULT_OPT_KIND,
+        optExid: opts.optExid ?? DEFAULT_OPT_EXID,
       });
     } catch (err) {
       if (!kernelAtLeast(6, 2))

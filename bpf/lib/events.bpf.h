@@ -13,7 +13,7 @@ static __always_inline void count(__u32 which, __u64 n)
 
 static __always_inline __u64 new_id(void)
 {
-	__u64 id = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
+	__u64 id = (((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32()) & CW_EVENT_ID_MASK;
 
 	return id ? id : 1;
 }

@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
+/*
+ * The record across hosts: a TCP header option written by sockops on data
+ * segments and parsed on the receiving side (layout in causeway.h). Needs
+ * tcp_chans, trusted_nets, cw_opt_kind, cw_opt_exid and chan.bpf.h.
+ */
+#ifndef CW_TCPOPT_BPF_H
+#define CW_TCPOPT_BPF_H
+
+#define ENOSPC 28
+
+/* The connection's addresses from the sockops context, IPv4 as IPv4-mapped IPv6. */
+static __always_inline void skops_addrs(struct bpf_sock_ops *skops, __u8 *local, __u8 *remote)
+{
+	if (skops->family == AF_INET) {
+		__u32 l = skops->local_ip4, r = skops->remote_ip4;
+
+		__builtin_memset(local, 0, 10);
+		__builtin_memset(remote, 0, 10);
+		local[10] = local[11] = remote[10] = remote[11] = 0xff;
+		__builtin_memcpy(local + 12, &l, 4);
+		__builtin_memcpy(remote + 12, &r, 4);
+	} else {
+		__u32 l[4] = { skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2], skops->local_ip6[3] };
+		__u32 r[4] = { skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2], skops->remote_ip6[3] };
+
+		__builtin_memcpy(local, l, 16);
+		__builtin_memcpy(remote, r, 16);
+	}
+}
+
+/* The channel key of the data this connection sends (egress) or receives. */
+static __always_inline void skops_key(struct bpf_sock_ops *skops, bool egress, struct cw_tcp_key *k, __u8 *remote)
+{
+	__u8 local[16];
+	/* remote_port holds the network-order port in its upper half on little-endian hosts */
+	__u16 lport = skops->local_port, rport = bpf_ntohl(skops->remote_port);
+
+	skops_addrs(skops, local, remote);
+	if (egress) {
+		__builtin_memcpy(k->saddr, local, 16);
+		__builtin_memcpy(k->daddr, remote, 16);
+		k->sport = lport;
+		k->dport = rport;
+	} else {
+		__builtin_memcpy(k->saddr, remote, 16);
+		__builtin_memcpy(k->daddr, local, 16);
+		k->sport = rport;
+		k->dport = lport;
+	}
+	k->pad = 0;
+}
+
+static __always_inline bool trusted(const __u8 *addr)
+{
+	struct cw_lpm_key k = { .prefixlen = 128 };
+
+	__builtin_memcpy(k.addr, addr, 16);
+	return bpf_map_lookup_elem(&trusted_nets, &k) != NULL;
+}
+
+/* The newest segment that starts before end (exclusive), and whether an older one covers start. */
+static __always_inline struct cw_seg *seg_for(struct cw_chan *ch, __u32 start, __u32 end, bool *split)
+{
+	__u32 head = ch->head, i;
+	struct cw_seg *s, *found = NULL;
+
+	*split = false;
+	for (i = 0; i < CW_SEGS; i++) {
+		if (i >= head)
+			break;
+		s = &ch->seg[(head - 1 - i) & SEG_MASK];
+		if ((__s32)((__u32)s->start - end) >= 0)
+			continue;	/* written after this segment's bytes */
+		if (!found) {
+			found = s;
+			if ((__s32)((__u32)s->start - start) <= 0)
+				break;	/* it covers the whole segment */
+			continue;
+		}
+		*split = true;	/* an older record covers the segment's first bytes */
+		break;
+	}
+	return found;
+}
+
+/* HDR_OPT_LEN: reserve room on data segments of a connection that carries records. */
+static __always_inline void opt_reserve(struct bpf_sock_ops *skops)
+{
+	struct cw_tcp_key key;
+	__u8 remote[16];
+	struct cw_chan *ch;
+
+	if (skops->skb_len == 0 || (skops->skb_tcp_flags & 0x02 /* SYN */))
+		return;
+	skops_key(skops, true, &key, remote);
+	ch = bpf_map_lookup_elem(&tcp_chans, &key);
+	if (!ch || !ch->head)
+		return;
+	if (!trusted(remote)) {
+		count(CW_C_OPT_UNTRUSTED_OUT, 1);
+		return;
+	}
+	if (bpf_reserve_hdr_opt(skops, CW_OPT_LEN, 0))
+		count(CW_C_OPT_NOSPACE, 1);	/* e.g. SACK blocks took the room */
+}
+
+/* WRITE_HDR_OPT: the record of the segment's last byte. */
+static __always_inline void opt_write(struct bpf_sock_ops *skops)
+{
+	void *data = (void *)(long)skops->skb_data, *end = (void *)(long)skops->skb_data_end;
+	struct tcphdr *th = data;
+	__u8 opt[CW_OPT_LEN], remote[16];
+	struct cw_tcp_key key;
+	struct cw_chan *ch;
+	struct cw_seg *s;
+	__u32 seq, len;
+	bool split;
+
+	if ((void *)(th + 1) > end)
+		return;
+	len = skops->skb_len - th->doff * 4;
+	if (!len)
+		return;
+	skops_key(skops, true, &key, remote);
+	ch = bpf_map_lookup_elem(&tcp_chans, &key);
+	if (!ch || !trusted(remote))
+		return;
+	seq = bpf_ntohl(th->seq);
+	s = seg_for(ch, seq, seq + len, &split);
+	if (!s)
+		return;
+	if (split)
+		count(CW_C_OPT_BOUNDARY, 1);
+	opt[0] = cw_opt_kind;
+	opt[1] = CW_OPT_LEN;
+	opt[2] = cw_opt_exid >> 8;
+	opt[3] = cw_opt_exid & 0xff;
+	opt[4] = CW_OPT_VERSION << 4 | (s->rec.flags & CW_F_SAMPLED);
+	opt[5] = s->rec.priority;
+	__builtin_memcpy(&opt[6], s->rec.trace_id, 16);
+	for (int i = 0; i < 6; i++)
+		opt[22 + i] = s->rec.event_id >> (8 * (5 - i));
+	if (bpf_store_hdr_opt(skops, opt, sizeof(opt), 0))
+		count(CW_C_OPT_NOSPACE, 1);
+	else
+		count(CW_C_OPT_WRITTEN, 1);
+}
+
+/* PARSE_HDR_OPT: a record from a peer: from this segment's first byte on. */
+static __always_inline void opt_parse(struct bpf_sock_ops *skops)
+{
+	void *data = (void *)(long)skops->skb_data, *end = (void *)(long)skops->skb_data_end;
+	struct tcphdr *th = data;
+	struct cw_record rec = {};
+	struct cw_tcp_key key;
+	__u8 opt[CW_OPT_LEN] = {}, remote[16];
+	struct cw_chan *ch;
+	struct cw_seg *last;
+	__u32 seq, len;
+	int got;
+
+	if ((void *)(th + 1) > end)
+		return;
+	len = skops->skb_len - th->doff * 4;
+	if (!len)
+		return;
+	opt[0] = cw_opt_kind;
+	opt[1] = 4;	/* search by kind and 2-byte ExID */
+	opt[2] = cw_opt_exid >> 8;
+	opt[3] = cw_opt_exid & 0xff;
+	got = bpf_load_hdr_opt(skops, opt, sizeof(opt), 0);
+	if (got < 0)
+		return;	/* not ours */
+	skops_key(skops, false, &key, remote);
+	if (!trusted(remote)) {
+		count(CW_C_OPT_UNTRUSTED_IN, 1);
+		return;
+	}
+	if (got != CW_OPT_LEN || opt[1] != CW_OPT_LEN || opt[4] >> 4 != CW_OPT_VERSION) {
+		count(CW_C_OPT_MALFORMED, 1);
+		return;
+	}
+	rec.version = CW_RECORD_VERSION;
+	rec.flags = opt[4] & CW_F_SAMPLED;
+	rec.priority = opt[5];
+	__builtin_memcpy(rec.trace_id, &opt[6], 16);
+	for (int i = 0; i < 6; i++)
+		rec.event_id = rec.event_id << 8 | opt[22 + i];
+	if (!rec.event_id) {
+		count(CW_C_OPT_MALFORMED, 1);
+		return;
+	}
+	seq = bpf_ntohl(th->seq);
+	ch = bpf_map_lookup_elem(&tcp_chans, &key);
+	if (!ch) {
+		struct cw_io io = { .tcp = key };
+
+		ch = chan_get(&io, CW_CHAN_TCP);
+		if (!ch)
+			return;
+	}
+	count(CW_C_OPT_RECEIVED, 1);
+	if (ch->head) {
+		last = &ch->seg[(ch->head - 1) & SEG_MASK];
+		if (same_record(&last->rec, &rec))
+			return;	/* the same run of bytes, or the sender's own segment on this host */
+		if ((__s32)(seq - (__u32)last->start) < 0) {
+			count(CW_C_OPT_STALE, 1);	/* a retransmission or reordering: keep what we have */
+			return;
+		}
+	}
+	seg_publish(ch, &rec, seq);
+}
+
+#endif /* CW_TCPOPT_BPF_H */
