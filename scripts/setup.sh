@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: the BPF toolchain, libbpf, and what node-gyp needs.
-pkgs=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev make g++ python3 pkg-config iproute2)
+pkgs=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev make g++ python3 pkg-config iproute2 curl tcpdump)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -84,24 +84,30 @@ static __always_inline struct cw_seg *seg_for(struct cw_chan *ch, __u32 start, _
 	return found;
 }
 
-/* HDR_OPT_LEN: reserve room on data segments of a connection that carries records. */
+/*
+ * HDR_OPT_LEN: reserve room on data segments of a connection that carries
+ * records. The kernel also asks with no segment at all (tcp_flags 0) to size
+ * the MSS: reserve then too, or full-sized segments would outgrow the MTU.
+ */
 static __always_inline void opt_reserve(struct bpf_sock_ops *skops)
 {
+	bool mss_probe = skops->skb_tcp_flags == 0;
 	struct cw_tcp_key key;
 	__u8 remote[16];
 	struct cw_chan *ch;
 
-	if (skops->skb_len == 0 || (skops->skb_tcp_flags & 0x02 /* SYN */))
+	if ((skops->skb_len == 0 && !mss_probe) || (skops->skb_tcp_flags & 0x02 /* SYN */))
 		return;
 	skops_key(skops, true, &key, remote);
 	ch = bpf_map_lookup_elem(&tcp_chans, &key);
 	if (!ch || !ch->head)
 		return;
 	if (!trusted(remote)) {
-		count(CW_C_OPT_UNTRUSTED_OUT, 1);
+		if (!mss_probe)
+			count(CW_C_OPT_UNTRUSTED_OUT, 1);
 		return;
 	}
-	if (bpf_reserve_hdr_opt(skops, CW_OPT_LEN, 0))
+	if (bpf_reserve_hdr_opt(skops, CW_OPT_LEN, 0) && !mss_probe)
 		count(CW_C_OPT_NOSPACE, 1);	/* e.g. SACK blocks took the room */
 }
 

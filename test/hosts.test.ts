@@ -1,0 +1,152 @@
+/**
+ * Across hosts: network namespaces joined by veth through a bridge, each
+ * acting as its own host with its own causeway run (its own shim and maps:
+ * no same-kernel shortcut between them). The record crosses in the TCP
+ * header option only.
+ */
+import t from 'tap';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { bpfUnavailable, causeway, EventJson, readEvents, tmpdir, waitFor } from './helpers';
+import { makeHosts, subnet, Host } from './netns';
+import { readTcpPackets } from './pcap';
+import { newTraceId } from '../src/record';
+import fs from 'node:fs';
+
+const skip = bpfUnavailable();
+const NODE = path.join(__dirname, 'fixtures', 'tcp_node.py');
+
+/** `causeway run` of a tcp_node.py role inside a host. */
+function traced(h: Host, dir: string, name: string, role: string[], opts: { trust?: string[]; trace?: string } = {}) {
+  const args = ['run', '-e', path.join(dir, `${name}.jsonl`)];
+  for (const c of opts.trust ?? []) args.push('--trust', c);
+  if (opts.trace) args.push('--trace', opts.trace);
+  return causeway([...args, '--', 'ip', 'netns', 'exec', h.ns, 'python3', NODE, ...role]);
+}
+
+/** The same role, not traced. */
+function plain(h: Host, role: string[]) {
+  return new Promise<{ status: number | null; stdout: string }>((resolve) => {
+    const c = spawn('ip', ['netns', 'exec', h.ns, 'python3', NODE, ...role], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let stdout = '';
+    c.stdout.on('data', (d) => (stdout += d));
+    c.on('close', (status) => resolve({ status, stdout }));
+  });
+}
+
+const tcpEvents = (file: string) => readEvents(file).filter((e) => e.channel?.kind === 'tcp');
+
+t.test('two hosts: the server adopts the client\'s trace and event ids from the option', { skip: skip ?? false }, async (t) => {
+  const dir = tmpdir(t);
+  const [a, b] = makeHosts(t, 2);
+  const trust = [subnet(a)];
+  const trace = newTraceId();
+  // Capture on the client's link, in the hub: what the wire carries.
+  const pcap = path.join(dir, 'wire.pcap');
+  const hub = a.ns.replace(/n0$/, 'h');
+  const dump = spawn('ip', ['netns', 'exec', hub, 'tcpdump', '-Z', 'root', '--immediate-mode', '-i', a.hubIf, '-U', '-w', pcap, 'tcp'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  t.teardown(() => dump.kill());
+  let dumpLog = '';
+  dump.stderr!.on('data', (d) => (dumpLog += d));
+  await waitFor(() => /listening on/.test(dumpLog), 10000, 'tcpdump to start');
+
+  const server = traced(b, dir, 'server', ['server', b.addr, '7000', path.join(dir, 'ready')], { trust });
+  const client = await traced(a, dir, 'client', ['client', b.addr, '7000'], { trust, trace });
+  const srv = await server;
+  t.equal(client.status, 0, client.stderr);
+  t.equal(srv.status, 0, srv.stderr);
+  t.equal(client.stdout, 'ok:hello\n', 'the conversation is unchanged');
+  t.match(client.stderr, /tcpOptionsWritten=[1-9]/, 'the client wrote the option');
+  t.match(srv.stderr, /tcpOptionsReceived=[1-9]/, 'the server received it');
+
+  const ce = tcpEvents(path.join(dir, 'client.jsonl'));
+  const se = tcpEvents(path.join(dir, 'server.jsonl'));
+  const send = ce.find((e) => e.type === 'send');
+  const recv = se.find((e) => e.type === 'recv');
+  t.match(send, { trace, channel: { local: a.addr, remote: b.addr, remotePort: 7000 } });
+  t.match(recv, { trace, channel: { local: b.addr, localPort: 7000, remote: a.addr } }, "the server holds the client's trace");
+  t.same(recv?.parents, [send?.event], "and names the client's send as parent");
+  const back = ce.find((e) => e.type === 'recv');
+  const answer = se.find((e) => e.type === 'send');
+  t.same(back?.parents, [answer?.event], "the answer leads back to the server's send");
+
+  dump.kill('SIGINT');
+  await new Promise((r) => dump.on('close', r));
+  const packets = readTcpPackets(pcap).filter((p) => p.src === a.addr && p.payload > 0);
+  t.ok(packets.length >= 1, 'the capture holds the request');
+  const opt = packets[0].options.find((o) => o.kind === 253);
+  t.ok(opt, 'an experimental option (kind 253) in the data segment');
+  if (opt) {
+    t.equal(opt.bytes.length, 28, '28 bytes');
+    t.equal(opt.bytes.readUInt16BE(2), 0xc5a7, 'ExID 0xc5a7');
+    t.equal(opt.bytes[4] >> 4, 1, 'layout version 1');
+    t.equal(opt.bytes[4] & 1, 1, 'sampled');
+    t.equal(opt.bytes.toString('hex', 6, 22), trace, 'the trace id');
+    t.equal(opt.bytes.toString('hex', 22, 28), send?.event.slice(4), "the 48-bit id of the client's send");
+  }
+  t.ok(packets[0].options.some((o) => o.kind === 8), 'beside the timestamps option');
+});
+
+t.test('three hops: client -> middle -> backend, one causal chain', { skip: skip ?? false }, async (t) => {
+  const dir = tmpdir(t);
+  const [a, b, c] = makeHosts(t, 3);
+  const trust = [subnet(a)];
+  const trace = newTraceId();
+  const backend = traced(c, dir, 'backend', ['server', c.addr, '7001', path.join(dir, 'r1')], { trust });
+  const middle = traced(b, dir, 'middle', ['middle', b.addr, '7000', path.join(dir, 'r2'), c.addr, '7001'], { trust });
+  const client = await traced(a, dir, 'client', ['client', b.addr, '7000'], { trust, trace });
+  const [m, be] = [await middle, await backend];
+  t.equal(client.stdout, 'ok:hello\n');
+  t.equal(m.status, 0, m.stderr);
+  t.equal(be.status, 0, be.stderr);
+
+  const all = new Map<string, EventJson>();
+  for (const f of ['client', 'middle', 'backend']) for (const e of readEvents(path.join(dir, `${f}.jsonl`))) all.set(e.event, e);
+  const bRecv = tcpEvents(path.join(dir, 'backend.jsonl')).find((e) => e.type === 'recv');
+  t.equal(bRecv?.trace, trace, "the backend holds the client's trace");
+  // Walk first parents back from the backend's receive to the client.
+  const chain: EventJson[] = [];
+  for (let cur = bRecv; cur && chain.length < 100; cur = all.get(cur.parents[0] ?? '')) chain.push(cur);
+  const hops = chain.filter((e) => e.channel?.kind === 'tcp').map((e) => `${e.type}@${e.channel?.local}`);
+  t.same(hops.slice(0, 4), [`recv@${c.addr}`, `send@${b.addr}`, `recv@${b.addr}`, `send@${a.addr}`], 'backend recv <- middle send <- middle recv <- client send');
+});
+
+t.test('a peer outside the run sees the same bytes, both ways', { skip: skip ?? false }, async (t) => {
+  const dir = tmpdir(t);
+  const [a, b] = makeHosts(t, 2);
+  const trust = [subnet(a)];
+  const size = '3000000';
+  // Traced client, plain echo server.
+  let server: Promise<{ status: number | null; stdout: string }> = plain(b, ['echo', b.addr, '7000', path.join(dir, 'r1')]);
+  const c1 = await traced(a, dir, 'c1', ['blast', b.addr, '7000', size], { trust });
+  t.equal(c1.status, 0, c1.stderr);
+  t.equal((await server).status, 0);
+  const [sent, got, n] = c1.stdout.trim().split(' ');
+  t.equal(n, size, 'every byte came back');
+  t.equal(got, sent, 'byte-identical');
+  t.match(c1.stderr, /tcpOptionsWritten=[1-9]/, 'options were on the wire');
+  // Traced echo server, plain client.
+  const s2 = traced(b, dir, 's2', ['echo', b.addr, '7001', path.join(dir, 'r2')], { trust });
+  const c2 = await plain(a, ['blast', b.addr, '7001', size]);
+  t.equal((await s2).status, 0);
+  const [sent2, got2, n2] = c2.stdout.trim().split(' ');
+  t.equal(n2, size);
+  t.equal(got2, sent2, 'byte-identical');
+});
+
+t.test('records from an untrusted peer are ignored and counted; none are sent to it', { skip: skip ?? false }, async (t) => {
+  const dir = tmpdir(t);
+  const [a, b] = makeHosts(t, 2);
+  const trace = newTraceId();
+  // The client trusts the server's network and writes records; the server trusts only loopback.
+  const server = traced(b, dir, 'server', ['server', b.addr, '7000', path.join(dir, 'r1')]);
+  const client = await traced(a, dir, 'client', ['client', b.addr, '7000'], { trust: [subnet(a)], trace });
+  const srv = await server;
+  t.equal(client.stdout, 'ok:hello\n', 'the conversation still works');
+  t.match(srv.stderr, /tcpOptionUntrustedIn=[1-9]/, 'the server counted the untrusted records');
+  t.notOk(tcpEvents(path.join(dir, 'server.jsonl')).some((e) => e.trace === trace), "the server never adopted the client's trace");
+  t.match(srv.stderr, /tcpOptionUntrustedOut=[1-9]/, 'and wrote no record towards the untrusted client');
+  t.notMatch(srv.stderr, /tcpOptionsWritten/, 'not one');
+});

@@ -1,0 +1,83 @@
+/**
+ * Test hosts: network namespaces joined through a bridge in a hub namespace,
+ * all made here and all removed by teardown (also those of a test process
+ * that died). Addresses live only inside these namespaces.
+ */
+import { execFileSync } from 'node:child_process';
+
+let counter = 0;
+
+function ip(...args: string[]): void {
+  execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Removes namespaces left by test processes that no longer exist. */
+function sweep(): void {
+  const out = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+  for (const line of out.split('\n')) {
+    const m = /^(cwt(\d+)x\d+\S*)/.exec(line);
+    if (m && !alive(Number(m[2]))) {
+      try {
+        ip('netns', 'del', m[1]);
+      } catch {
+        /* gone meanwhile */
+      }
+    }
+  }
+}
+
+export interface Host {
+  ns: string;
+  addr: string;
+  /** The veth end inside the hub, where a capture sees this host's traffic. */
+  hubIf: string;
+}
+
+/** n hosts on 10.213.N.0/24 (N unique per call in this process); host i has address .(i+1). */
+export function makeHosts(t: { teardown(fn: () => void): void }, n: number): Host[] {
+  sweep();
+  const id = `cwt${process.pid}x${counter++}`;
+  const hub = `${id}h`;
+  const made: string[] = [];
+  t.teardown(() => {
+    for (const ns of made.reverse()) {
+      try {
+        ip('netns', 'del', ns);
+      } catch {
+        /* already gone */
+      }
+    }
+  });
+  ip('netns', 'add', hub);
+  made.push(hub);
+  ip('-n', hub, 'link', 'add', 'br0', 'type', 'bridge');
+  ip('-n', hub, 'link', 'set', 'br0', 'up');
+  const net = `10.213.${counter % 250}`;
+  const hosts: Host[] = [];
+  for (let i = 0; i < n; i++) {
+    const ns = `${id}n${i}`;
+    ip('netns', 'add', ns);
+    made.push(ns);
+    ip('-n', ns, 'link', 'set', 'lo', 'up');
+    ip('-n', hub, 'link', 'add', `v${i}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
+    ip('-n', hub, 'link', 'set', `v${i}`, 'master', 'br0', 'up');
+    ip('-n', ns, 'addr', 'add', `${net}.${i + 1}/24`, 'dev', 'eth0');
+    ip('-n', ns, 'link', 'set', 'eth0', 'up');
+    hosts.push({ ns, addr: `${net}.${i + 1}`, hubIf: `v${i}` });
+  }
+  return hosts;
+}
+
+/** The /24 the hosts share, for --trust. */
+export function subnet(h: Host): string {
+  return h.addr.replace(/\.\d+$/, '.0/24');
+}
