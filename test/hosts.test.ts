@@ -150,3 +150,23 @@ t.test('records from an untrusted peer are ignored and counted; none are sent to
   t.match(srv.stderr, /tcpOptionUntrustedOut=[1-9]/, 'and wrote no record towards the untrusted client');
   t.notMatch(srv.stderr, /tcpOptionsWritten/, 'not one');
 });
+
+t.test('malformed options from a hostile peer are rejected and counted', { skip: skip ?? false }, async (t) => {
+  const dir = tmpdir(t);
+  const [a, b] = makeHosts(t, 2);
+  const server = traced(b, dir, 'server', ['server', b.addr, '7000', path.join(dir, 'r1')], { trust: [subnet(a)] });
+  const hostile = await new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+    const c = spawn('ip', ['netns', 'exec', a.ns, 'python3', path.join(__dirname, 'fixtures', 'hostile.py'), b.addr, '7000', '253', '0xc5a7']);
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (d) => (stdout += d));
+    c.stderr.on('data', (d) => (stderr += d));
+    c.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
+  const srv = await server;
+  t.equal(hostile.status, 0, hostile.stderr);
+  t.equal(srv.status, 0, `the traced server survived: ${srv.stderr}`);
+  t.equal(hostile.stdout, 'ok:hello\n', 'and answered the same bytes');
+  t.match(srv.stderr, /tcpOptionMalformed=2\b/, 'both malformed options were counted');
+  t.notMatch(srv.stderr, /tcpOptionsReceived/, 'none was accepted');
+});
