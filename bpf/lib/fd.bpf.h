@@ -32,16 +32,18 @@ struct cw_io {
 };
 
 /* IPv4 addresses are kept as IPv4-mapped IPv6, so that both socket families agree. */
+static __always_inline void v4_mapped(__u8 *dst, __u32 addr)
+{
+	__builtin_memset(dst, 0, 10);
+	dst[10] = dst[11] = 0xff;
+	__builtin_memcpy(dst + 12, &addr, 4);
+}
+
 static __always_inline void tcp_addrs(struct sock *sk, __u8 *local, __u8 *remote)
 {
 	if (sk->__sk_common.skc_family == AF_INET) {
-		__u32 l = sk->__sk_common.skc_rcv_saddr, r = sk->__sk_common.skc_daddr;
-
-		__builtin_memset(local, 0, 10);
-		__builtin_memset(remote, 0, 10);
-		local[10] = local[11] = remote[10] = remote[11] = 0xff;
-		__builtin_memcpy(local + 12, &l, 4);
-		__builtin_memcpy(remote + 12, &r, 4);
+		v4_mapped(local, sk->__sk_common.skc_rcv_saddr);
+		v4_mapped(remote, sk->__sk_common.skc_daddr);
 	} else {
 		__builtin_memcpy(local, &sk->__sk_common.skc_v6_rcv_saddr, 16);
 		__builtin_memcpy(remote, &sk->__sk_common.skc_v6_daddr, 16);

@@ -15,11 +15,10 @@ static __always_inline void skops_addrs(struct bpf_sock_ops *skops, __u8 *local,
 	if (skops->family == AF_INET) {
 		__u32 l = skops->local_ip4, r = skops->remote_ip4;
 
-		__builtin_memset(local, 0, 10);
-		__builtin_memset(remote, 0, 10);
-		local[10] = local[11] = remote[10] = remote[11] = 0xff;
-		__builtin_memcpy(local + 12, &l, 4);
-		__builtin_memcpy(remote + 12, &r, 4);
+		/* Keep both as loaded values: sockops may not read its context at a computed offset. */
+		asm volatile("" : "+r"(l), "+r"(r));
+		v4_mapped(local, l);
+		v4_mapped(remote, r);
 	} else {
 		__u32 l[4] = { skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2], skops->local_ip6[3] };
 		__u32 r[4] = { skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2], skops->remote_ip6[3] };
@@ -84,6 +83,18 @@ static __always_inline struct cw_seg *seg_for(struct cw_chan *ch, __u32 start, _
 	return found;
 }
 
+/* The sequence number and payload length of the segment in skb_data; false if it has no payload. */
+static __always_inline bool seg_header(struct bpf_sock_ops *skops, __u32 *seq, __u32 *len)
+{
+	struct tcphdr *th = (void *)(long)skops->skb_data;
+
+	if ((void *)(th + 1) > (void *)(long)skops->skb_data_end)
+		return false;
+	*len = skops->skb_len - th->doff * 4;
+	*seq = bpf_ntohl(th->seq);
+	return *len > 0;
+}
+
 /*
  * HDR_OPT_LEN: reserve room on data segments of a connection that carries
  * records. The kernel also asks with no segment at all (tcp_flags 0) to size
@@ -114,8 +125,6 @@ static __always_inline void opt_reserve(struct bpf_sock_ops *skops)
 /* WRITE_HDR_OPT: the record of the segment's last byte. */
 static __always_inline void opt_write(struct bpf_sock_ops *skops)
 {
-	void *data = (void *)(long)skops->skb_data, *end = (void *)(long)skops->skb_data_end;
-	struct tcphdr *th = data;
 	__u8 opt[CW_OPT_LEN], remote[16];
 	struct cw_tcp_key key;
 	struct cw_chan *ch;
@@ -123,16 +132,12 @@ static __always_inline void opt_write(struct bpf_sock_ops *skops)
 	__u32 seq, len;
 	bool split;
 
-	if ((void *)(th + 1) > end)
-		return;
-	len = skops->skb_len - th->doff * 4;
-	if (!len)
+	if (!seg_header(skops, &seq, &len))
 		return;
 	skops_key(skops, true, &key, remote);
 	ch = bpf_map_lookup_elem(&tcp_chans, &key);
 	if (!ch || !trusted(remote))
 		return;
-	seq = bpf_ntohl(th->seq);
 	s = seg_for(ch, seq, seq + len, &split);
 	if (!s)
 		return;
@@ -156,8 +161,6 @@ static __always_inline void opt_write(struct bpf_sock_ops *skops)
 /* PARSE_HDR_OPT: a record from a peer: from this segment's first byte on. */
 static __always_inline void opt_parse(struct bpf_sock_ops *skops)
 {
-	void *data = (void *)(long)skops->skb_data, *end = (void *)(long)skops->skb_data_end;
-	struct tcphdr *th = data;
 	struct cw_record rec = {};
 	struct cw_tcp_key key;
 	__u8 opt[CW_OPT_LEN] = {}, remote[16];
@@ -166,10 +169,7 @@ static __always_inline void opt_parse(struct bpf_sock_ops *skops)
 	__u32 seq, len;
 	int got;
 
-	if ((void *)(th + 1) > end)
-		return;
-	len = skops->skb_len - th->doff * 4;
-	if (!len)
+	if (!seg_header(skops, &seq, &len))
 		return;
 	opt[0] = cw_opt_kind;
 	opt[1] = 4;	/* search by kind and 2-byte ExID */
@@ -197,7 +197,6 @@ static __always_inline void opt_parse(struct bpf_sock_ops *skops)
 		count(CW_C_OPT_MALFORMED, 1);
 		return;
 	}
-	seq = bpf_ntohl(th->seq);
 	ch = bpf_map_lookup_elem(&tcp_chans, &key);
 	if (!ch) {
 		struct cw_io io = { .tcp = key };
