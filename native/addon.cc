@@ -282,6 +282,7 @@ Napi::Value Probe(const Napi::CallbackInfo &info) {
   o.Set("mapRingbuf", map(BPF_MAP_TYPE_RINGBUF));
   o.Set("mapLruHash", map(BPF_MAP_TYPE_LRU_HASH));
   o.Set("mapPercpuArray", map(BPF_MAP_TYPE_PERCPU_ARRAY));
+  o.Set("mapLpmTrie", map(BPF_MAP_TYPE_LPM_TRIE));
   return o;
 }
 

@@ -117,6 +117,7 @@ export async function runChecks(): Promise<Check[]> {
         ['mapRingbuf', 'ring buffer map', '5.8'],
         ['mapLruHash', 'LRU hash map', '4.10'],
         ['mapPercpuArray', 'per-CPU array map', '4.6'],
+        ['mapLpmTrie', 'LPM trie map (trusted networks)', '4.11'],
       ];
       for (const [key, label, since] of maps)
         add({ name: label, ok: p[key], required: true, detail: p[key] ? 'supported' : 'rejected by the kernel', fix: `needs Linux ${since}+` });
@@ -124,7 +125,7 @@ export async function runChecks(): Promise<Check[]> {
 
     for (const [label, load] of [
       ['BTF tracepoints (floor programs)', () => new Floor().close()],
-      ['shim', () => loadShimOnce()],
+      ['shim (tracepoints, and sockops with TCP header options on a cgroup)', () => loadShimOnce()],
     ] as [string, () => unknown][]) {
       if (!privileged || !mount) {
         add({ name: label, ok: false, required: true, detail: 'not tried: needs privileges and cgroup v2', fix: 'fix the checks above' });

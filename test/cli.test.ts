@@ -8,8 +8,8 @@ const skip = bpfUnavailable();
 t.test('doctor reports on this machine', { skip: skip ?? false }, async (t) => {
   const r = await causeway(['doctor']);
   t.equal(r.status, 0, `doctor passes:\n${r.stdout}${r.stderr}`);
-  for (const name of ['kernel', 'BTF', 'privileges', 'cgroup v2', 'bpf() syscall', 'task storage map', 'ring buffer map', 'shim'])
-    t.match(r.stdout, new RegExp(`^ok {3}${name.replace(/[()]/g, '\\$&')}: `, 'm'), `${name} checked`);
+  for (const name of ['kernel', 'BTF', 'privileges', 'cgroup v2', 'bpf() syscall', 'task storage map', 'ring buffer map', 'LPM trie map', 'shim'])
+    t.match(r.stdout, new RegExp(`^ok {3}${name.replace(/[()]/g, '\\$&')}[ :]`, 'm'), `${name} checked`);
   t.match(r.stdout, /causeway can run here/);
   const j = await causeway(['doctor', '--json']);
   const checks = JSON.parse(j.stdout) as { name: string; ok: boolean; required: boolean }[];
