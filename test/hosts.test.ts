@@ -8,7 +8,7 @@ import t from 'tap';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { bpfUnavailable, causeway, EventJson, readEvents, tmpdir, waitFor } from './helpers';
-import { makeHosts, subnet, Host } from './netns';
+import { makeHosts, subnet, subnet6, Host } from './netns';
 import { readTcpPackets } from './pcap';
 import { newTraceId } from '../src/record';
 import fs from 'node:fs';
@@ -87,6 +87,22 @@ t.test('two hosts: the server adopts the client\'s trace and event ids from the 
     t.equal(opt.bytes.toString('hex', 22, 28), send?.event.slice(4), "the 48-bit id of the client's send");
   }
   t.ok(packets[0].options.some((o) => o.kind === 8), 'beside the timestamps option');
+});
+
+t.test('two hosts over IPv6', { skip: skip ?? false }, async (t) => {
+  const dir = tmpdir(t);
+  const [a, b] = makeHosts(t, 2);
+  const trust = [subnet6(a)];
+  const trace = newTraceId();
+  const server = traced(b, dir, 'server', ['server', b.addr6, '7000', path.join(dir, 'ready')], { trust });
+  const client = await traced(a, dir, 'client', ['client', b.addr6, '7000'], { trust, trace });
+  const srv = await server;
+  t.equal(client.stdout, 'ok:hello\n', client.stderr);
+  t.equal(srv.status, 0, srv.stderr);
+  const send = tcpEvents(path.join(dir, 'client.jsonl')).find((e) => e.type === 'send');
+  const recv = tcpEvents(path.join(dir, 'server.jsonl')).find((e) => e.type === 'recv');
+  t.match(recv, { trace, channel: { local: b.addr6, remote: a.addr6 } }, "the server holds the client's trace");
+  t.same(recv?.parents, [send?.event], "and names the client's send");
 });
 
 t.test('three hops: client -> middle -> backend, one causal chain', { skip: skip ?? false }, async (t) => {

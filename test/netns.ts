@@ -38,6 +38,8 @@ function sweep(): void {
 export interface Host {
   ns: string;
   addr: string;
+  /** IPv6 address on the same link. */
+  addr6: string;
   /** The veth end inside the hub, where a capture sees this host's traffic. */
   hubIf: string;
 }
@@ -62,6 +64,7 @@ export function makeHosts(t: { teardown(fn: () => void): void }, n: number): Hos
   ip('-n', hub, 'link', 'add', 'br0', 'type', 'bridge');
   ip('-n', hub, 'link', 'set', 'br0', 'up');
   const net = `10.213.${counter % 250}`;
+  const net6 = `fd00:213:${counter % 250}`;
   const hosts: Host[] = [];
   for (let i = 0; i < n; i++) {
     const ns = `${id}n${i}`;
@@ -71,8 +74,9 @@ export function makeHosts(t: { teardown(fn: () => void): void }, n: number): Hos
     ip('-n', hub, 'link', 'add', `v${i}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
     ip('-n', hub, 'link', 'set', `v${i}`, 'master', 'br0', 'up');
     ip('-n', ns, 'addr', 'add', `${net}.${i + 1}/24`, 'dev', 'eth0');
+    ip('-n', ns, 'addr', 'add', `${net6}::${i + 1}/64`, 'dev', 'eth0', 'nodad');
     ip('-n', ns, 'link', 'set', 'eth0', 'up');
-    hosts.push({ ns, addr: `${net}.${i + 1}`, hubIf: `v${i}` });
+    hosts.push({ ns, addr: `${net}.${i + 1}`, addr6: `${net6}::${i + 1}`, hubIf: `v${i}` });
   }
   return hosts;
 }
@@ -80,4 +84,9 @@ export function makeHosts(t: { teardown(fn: () => void): void }, n: number): Hos
 /** The /24 the hosts share, for --trust. */
 export function subnet(h: Host): string {
   return h.addr.replace(/\.\d+$/, '.0/24');
+}
+
+/** The IPv6 /64 the hosts share. */
+export function subnet6(h: Host): string {
+  return h.addr6.replace(/::\d+$/, '::/64');
 }
