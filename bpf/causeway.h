@@ -98,6 +98,11 @@ enum cw_chan_kind {
 	CW_CHAN_TCP,
 };
 
+#define CW_TRUST_OUT_KNOWN (1u << 0)	/* whether the receiver (daddr) is trusted is known */
+#define CW_TRUST_OUT (1u << 1)
+#define CW_TRUST_IN_KNOWN (1u << 2)	/* whether the sender (saddr) is trusted is known */
+#define CW_TRUST_IN (1u << 3)
+
 /* One run of bytes in a channel that carries one record. */
 struct cw_seg {
 	__u64 start;		/* channel byte offset of the first byte */
@@ -117,7 +122,7 @@ struct cw_chan {
 	__u32 head;		/* segments appended so far; ring index = head % CW_SEGS */
 	__u16 kind;		/* enum cw_chan_kind */
 	__u8 sotype;		/* UNIX: SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET */
-	__u8 pad;
+	__u8 trust;		/* TCP: CW_TRUST_* bits, each decided once per channel */
 	char name[CW_PATH_BYTES];	/* UNIX: bound path, "\0abstract", or empty (socketpair) */
 	struct cw_seg seg[CW_SEGS];
 };

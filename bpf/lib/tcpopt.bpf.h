@@ -2,7 +2,8 @@
 /*
  * The record across hosts: a TCP header option written by sockops on data
  * segments and parsed on the receiving side (layout in causeway.h). Needs
- * tcp_chans, trusted_nets, cw_opt_kind, cw_opt_exid and chan.bpf.h.
+ * tcp_chans, trusted_nets, cw_opt_kind, cw_opt_exid and chan.bpf.h. Whether a
+ * peer is trusted is decided once per channel and direction.
  */
 #ifndef CW_TCPOPT_BPF_H
 #define CW_TCPOPT_BPF_H
@@ -29,9 +30,9 @@ static __always_inline void skops_addrs(struct bpf_sock_ops *skops, __u8 *local,
 }
 
 /* The channel key of the data this connection sends (egress) or receives. */
-static __always_inline void skops_key(struct bpf_sock_ops *skops, bool egress, struct cw_tcp_key *k, __u8 *remote)
+static __always_inline void skops_key(struct bpf_sock_ops *skops, bool egress, struct cw_tcp_key *k)
 {
-	__u8 local[16];
+	__u8 local[16], remote[16];
 	/* remote_port holds the network-order port in its upper half on little-endian hosts */
 	__u16 lport = skops->local_port, rport = bpf_ntohl(skops->remote_port);
 
@@ -50,12 +51,18 @@ static __always_inline void skops_key(struct bpf_sock_ops *skops, bool egress, s
 	k->pad = 0;
 }
 
-static __always_inline bool trusted(const __u8 *addr)
+/* Whether the peer of this channel is trusted: one LPM lookup per channel and direction. */
+static __always_inline bool chan_trusted(struct cw_chan *ch, bool egress)
 {
+	__u8 known = egress ? CW_TRUST_OUT_KNOWN : CW_TRUST_IN_KNOWN;
+	__u8 yes = egress ? CW_TRUST_OUT : CW_TRUST_IN;
 	struct cw_lpm_key k = { .prefixlen = 128 };
 
-	__builtin_memcpy(k.addr, addr, 16);
-	return bpf_map_lookup_elem(&trusted_nets, &k) != NULL;
+	if (!(ch->trust & known)) {
+		__builtin_memcpy(k.addr, egress ? ch->tcp.daddr : ch->tcp.saddr, 16);
+		ch->trust |= known | (bpf_map_lookup_elem(&trusted_nets, &k) ? yes : 0);
+	}
+	return ch->trust & yes;
 }
 
 /* The newest segment that starts before end (exclusive), and whether an older one covers start. */
@@ -104,16 +111,15 @@ static __always_inline void opt_reserve(struct bpf_sock_ops *skops)
 {
 	bool mss_probe = skops->skb_tcp_flags == 0;
 	struct cw_tcp_key key;
-	__u8 remote[16];
 	struct cw_chan *ch;
 
 	if ((skops->skb_len == 0 && !mss_probe) || (skops->skb_tcp_flags & 0x02 /* SYN */))
 		return;
-	skops_key(skops, true, &key, remote);
+	skops_key(skops, true, &key);
 	ch = bpf_map_lookup_elem(&tcp_chans, &key);
 	if (!ch || !ch->head)
 		return;
-	if (!trusted(remote)) {
+	if (!chan_trusted(ch, true)) {
 		if (!mss_probe)
 			count(CW_C_OPT_UNTRUSTED_OUT, 1);
 		return;
@@ -125,7 +131,7 @@ static __always_inline void opt_reserve(struct bpf_sock_ops *skops)
 /* WRITE_HDR_OPT: the record of the segment's last byte. */
 static __always_inline void opt_write(struct bpf_sock_ops *skops)
 {
-	__u8 opt[CW_OPT_LEN], remote[16];
+	__u8 opt[CW_OPT_LEN];
 	struct cw_tcp_key key;
 	struct cw_chan *ch;
 	struct cw_seg *s;
@@ -134,9 +140,9 @@ static __always_inline void opt_write(struct bpf_sock_ops *skops)
 
 	if (!seg_header(skops, &seq, &len))
 		return;
-	skops_key(skops, true, &key, remote);
+	skops_key(skops, true, &key);
 	ch = bpf_map_lookup_elem(&tcp_chans, &key);
-	if (!ch || !trusted(remote))
+	if (!ch || !chan_trusted(ch, true))
 		return;
 	s = seg_for(ch, seq, seq + len, &split);
 	if (!s)
@@ -163,7 +169,7 @@ static __always_inline void opt_parse(struct bpf_sock_ops *skops)
 {
 	struct cw_record rec = {};
 	struct cw_tcp_key key;
-	__u8 opt[CW_OPT_LEN] = {}, remote[16];
+	__u8 opt[CW_OPT_LEN] = {};
 	struct cw_chan *ch;
 	struct cw_seg *last;
 	__u32 seq, len;
@@ -178,8 +184,16 @@ static __always_inline void opt_parse(struct bpf_sock_ops *skops)
 	got = bpf_load_hdr_opt(skops, opt, sizeof(opt), 0);
 	if (got < 0)
 		return;	/* not ours */
-	skops_key(skops, false, &key, remote);
-	if (!trusted(remote)) {
+	skops_key(skops, false, &key);
+	ch = bpf_map_lookup_elem(&tcp_chans, &key);
+	if (!ch) {
+		struct cw_io io = { .tcp = key };
+
+		ch = chan_get(&io, CW_CHAN_TCP);
+		if (!ch)
+			return;
+	}
+	if (!chan_trusted(ch, false)) {
 		count(CW_C_OPT_UNTRUSTED_IN, 1);
 		return;
 	}
@@ -196,14 +210,6 @@ static __always_inline void opt_parse(struct bpf_sock_ops *skops)
 	if (!rec.event_id) {
 		count(CW_C_OPT_MALFORMED, 1);
 		return;
-	}
-	ch = bpf_map_lookup_elem(&tcp_chans, &key);
-	if (!ch) {
-		struct cw_io io = { .tcp = key };
-
-		ch = chan_get(&io, CW_CHAN_TCP);
-		if (!ch)
-			return;
 	}
 	count(CW_C_OPT_RECEIVED, 1);
 	if (ch->head) {
