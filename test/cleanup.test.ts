@@ -7,7 +7,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
-import { BIN, bpfUnavailable, tmpdir, waitFor } from './helpers';
+import { BIN, bpfUnavailable, pidAlive, tmpdir, waitFor } from './helpers';
 import { cgroup2Mount, runsRoot } from '../src/cgroup';
 
 const skip = bpfUnavailable();
@@ -48,15 +48,6 @@ function runDirs(causewayPid: number): string[] {
     return fs.readdirSync(runsRoot(mount)).filter((n) => n.startsWith(`run-${causewayPid}-`));
   } catch {
     return [];
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 

@@ -79,3 +79,13 @@ export async function waitFor(cond: () => boolean, timeoutMs = 10000, what = 'co
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+/** Whether a process exists (a zombie still does). */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

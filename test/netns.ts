@@ -4,6 +4,7 @@
  * that died). Addresses live only inside these namespaces.
  */
 import { execFileSync } from 'node:child_process';
+import { pidAlive } from './helpers';
 
 let counter = 0;
 
@@ -11,21 +12,12 @@ function ip(...args: string[]): void {
   execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Removes namespaces left by test processes that no longer exist. */
 function sweep(): void {
   const out = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
   for (const line of out.split('\n')) {
     const m = /^(cwt(\d+)x\d+\S*)/.exec(line);
-    if (m && !alive(Number(m[2]))) {
+    if (m && !pidAlive(Number(m[2]))) {
       try {
         ip('netns', 'del', m[1]);
       } catch {

@@ -128,6 +128,15 @@ static __always_inline void opt_reserve(struct bpf_sock_ops *skops)
 		count(CW_C_OPT_NOSPACE, 1);	/* e.g. SACK blocks took the room */
 }
 
+/* An option's first 4 bytes: kind, length, ExID. */
+static __always_inline void opt_head(__u8 *opt, __u8 len)
+{
+	opt[0] = cw_opt_kind;
+	opt[1] = len;
+	opt[2] = cw_opt_exid >> 8;
+	opt[3] = cw_opt_exid & 0xff;
+}
+
 /* WRITE_HDR_OPT: the record of the segment's last byte. */
 static __always_inline void opt_write(struct bpf_sock_ops *skops)
 {
@@ -149,10 +158,7 @@ static __always_inline void opt_write(struct bpf_sock_ops *skops)
 		return;
 	if (split)
 		count(CW_C_OPT_BOUNDARY, 1);
-	opt[0] = cw_opt_kind;
-	opt[1] = CW_OPT_LEN;
-	opt[2] = cw_opt_exid >> 8;
-	opt[3] = cw_opt_exid & 0xff;
+	opt_head(opt, CW_OPT_LEN);
 	opt[4] = CW_OPT_VERSION << 4 | (s->rec.flags & CW_F_SAMPLED);
 	opt[5] = s->rec.priority;
 	__builtin_memcpy(&opt[6], s->rec.trace_id, 16);
@@ -177,10 +183,7 @@ static __always_inline void opt_parse(struct bpf_sock_ops *skops)
 
 	if (!seg_header(skops, &seq, &len))
 		return;
-	opt[0] = cw_opt_kind;
-	opt[1] = 4;	/* search by kind and 2-byte ExID */
-	opt[2] = cw_opt_exid >> 8;
-	opt[3] = cw_opt_exid & 0xff;
+	opt_head(opt, 4);	/* search by kind and 2-byte ExID */
 	got = bpf_load_hdr_opt(skops, opt, sizeof(opt), 0);
 	if (got < 0)
 		return;	/* not ours */
