@@ -11,9 +11,14 @@ import { newTraceId } from '../src/record';
 
 const skip = bpfUnavailable();
 
-/** The pid that exec'd a file whose name ends with `name`. */
+/**
+ * The pid whose first exec was of a file named `name`. Only the first exec
+ * counts: Debian's gunzip is a shell script that execs gzip in turn.
+ */
 function pidOf(events: EventJson[], name: string): number {
-  const e = events.find((e) => e.type === 'exec' && path.basename(e.path ?? '') === name);
+  const first = new Map<number, EventJson>();
+  for (const e of events) if (e.type === 'exec' && !first.has(e.pid)) first.set(e.pid, e);
+  const e = [...first.values()].find((e) => path.basename(e.path ?? '') === name);
   if (!e) throw new Error(`no exec of ${name}`);
   return e.pid;
 }
