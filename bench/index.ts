@@ -16,7 +16,7 @@ import path from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { Floor } from '../src/shim';
-import { run } from '../src/run';
+import { run } from '../src/runtime/runtime';
 import { newRecord } from '../src/record';
 
 const ROOT = path.join(__dirname, '..', '..');

@@ -8,7 +8,7 @@
 #define CAUSEWAY_H
 
 #define CW_RECORD_VERSION 1
-#define CW_EVENT_VERSION 1
+#define CW_EVENT_VERSION 2
 
 /* Record flags. */
 #define CW_F_SAMPLED (1u << 0)	/* emit events for this trace */
@@ -79,6 +79,52 @@ struct cw_task {
 	__u32 op;		/* CW_OP_*, 0 = nothing pending */
 	__u8 msgs;		/* out counts messages (UNIX datagrams) */
 	__u8 pad[3];
+	/* The in-process SDK (struct cw_sdk_slot): 0 = the thread has no slot. */
+	__u32 sdk_slot;		/* slot index + 1 in its process's map of sdk_procs */
+	__u32 sdk_gen;		/* the slot's app_gen that rec reflects; 0 = rec is the kernel's own */
+};
+
+/*
+ * One thread's slot of the in-process SDK: a BPF_F_MMAPABLE array per process
+ * (an inner map of sdk_procs, keyed by tgid), mapped into that process only.
+ * The thread writes app_* (no syscall); the shim reads them at the thread's
+ * next write, fork or exec. The shim writes kern_* whenever the thread adopts
+ * a record from bytes it read. Only the owning thread writes its app_* and
+ * only its own syscalls read them, so no lock is needed.
+ */
+#define CW_SDK_SLOTS 16		/* threads per process */
+#define CW_SDK_SLOT_BYTES 256
+struct cw_sdk_slot {
+	__u32 app_gen;		/* bumped by the thread after changing app_active or app_rec; never 0 once set */
+	__u32 app_active;	/* 1: app_rec is the thread's record; 0: the kernel's own (kern_rec) */
+	__u32 kern_gen;		/* bumped by the shim after writing kern_rec */
+	__u32 tid;		/* the owning thread (set by the runtime) */
+	__u8 reserved[48];
+	struct cw_record app_rec;	/* offset 64 */
+	struct cw_record kern_rec;	/* offset 128 */
+	__u8 reserved2[64];
+};
+
+/*
+ * Kernel-side policy that actors set (map policy, one entry). Hooks run after
+ * the fact; what must happen at once is decided here.
+ */
+enum cw_join_rule {
+	CW_JOIN_LAST = 0,	/* adopt the record of the last byte read (default) */
+	CW_JOIN_FIRST,		/* adopt the record of the first byte read */
+	CW_JOIN_PRIORITY,	/* adopt the highest priority; ties: the last */
+};
+
+struct cw_policy {
+	__u8 join_rule;		/* enum cw_join_rule */
+	__u8 pad[7];
+};
+
+/* Minting on ingress (map ingress_ports, keyed by local TCP port, host order). */
+struct cw_mint {
+	__u8 flags;		/* the new record's flags (CW_F_SAMPLED) */
+	__u8 priority;
+	__u8 pad[6];
 };
 
 enum cw_op {
@@ -102,6 +148,9 @@ enum cw_chan_kind {
 #define CW_TRUST_OUT (1u << 1)
 #define CW_TRUST_IN_KNOWN (1u << 2)	/* whether the sender (saddr) is trusted is known */
 #define CW_TRUST_IN (1u << 3)
+#define CW_TRUST_OUT_STRIPPED (1u << 4)	/* the destination port strips records on egress */
+
+#define CW_CHF_INGRESS (1u << 0)	/* unrecorded bytes were read here: reported once */
 
 /* One run of bytes in a channel that carries one record. */
 struct cw_seg {
@@ -123,6 +172,8 @@ struct cw_chan {
 	__u16 kind;		/* enum cw_chan_kind */
 	__u8 sotype;		/* UNIX: SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET */
 	__u8 trust;		/* TCP: CW_TRUST_* bits, each decided once per channel */
+	__u32 flags;		/* CW_CHF_* */
+	__u32 pad;
 	char name[CW_PATH_BYTES];	/* UNIX: bound path, "\0abstract", or empty (socketpair) */
 	struct cw_seg seg[CW_SEGS];
 };
@@ -134,10 +185,12 @@ enum cw_event_type {
 	CW_EV_SEND,
 	CW_EV_RECV,
 	CW_EV_JOIN,
+	CW_EV_INGRESS,		/* a tracked thread read bytes that carried no record (once per channel) */
 };
 
 #define CW_EVF_THREAD (1u << 0)	/* fork/exit of a thread, not a process */
 #define CW_EVF_INGRESS (1u << 1)	/* some bytes read carried no record */
+#define CW_EVF_MINTED (1u << 2)	/* ingress: the policy minted the record this event carries */
 
 /* One event to user space, fixed size. */
 struct cw_event {
@@ -157,6 +210,9 @@ struct cw_event {
 	__u16 lport, rport;
 	__u8 sotype;		/* UNIX: socket type */
 	__u8 pad[3];
+	/* The thread's own accounting when the event happened (for accountants). */
+	__u64 cpu_ns;		/* CPU time it has run (sum_exec_runtime) */
+	__u64 rchar, wchar;	/* bytes it has read and written through syscalls */
 };
 
 /* Per-CPU counters: everything that is not an event, every drop and failure. */
@@ -179,6 +235,10 @@ enum cw_counter {
 	CW_C_OPT_STALE,		/* record options for bytes older than the last one (reordering) */
 	CW_C_SENDS,		/* write syscalls that carried a record */
 	CW_C_RECVS,		/* read syscalls that found a record */
+	CW_C_MINTED,		/* records minted on ingress by policy */
+	CW_C_OPT_STRIPPED,	/* records not written towards ports that strip on egress */
+	CW_C_SDK_SYNCS,		/* records taken from an SDK slot */
+	CW_C_SDK_INVALID,	/* SDK slot records refused (bad version) */
 	CW_C_MAX,
 };
 

@@ -79,7 +79,48 @@ struct {
 	__type(value, __u8);
 } trusted_nets SEC(".maps");
 
+/* Kernel-side policy set by actors: one entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cw_policy);
+} policy SEC(".maps");
+
+/* Local TCP ports where bytes with no record get a new one (minting on ingress). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u16);
+	__type(value, struct cw_mint);
+} ingress_ports SEC(".maps");
+
+/* Remote TCP ports towards which records are stripped (no option written). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u16);
+	__type(value, __u8);
+} egress_strip SEC(".maps");
+
+/* The SDK: per process (tgid), an mmap-able array of thread slots that only that process maps. */
+struct sdk_slots {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, CW_SDK_SLOTS);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct cw_sdk_slot));
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__array(values, struct sdk_slots);
+} sdk_procs SEC(".maps");
+
 #include "lib/events.bpf.h"
+#include "lib/sdk.bpf.h"
 #include "lib/fd.bpf.h"
 #include "lib/chan.bpf.h"
 #include "lib/tcpopt.bpf.h"
@@ -179,6 +220,7 @@ int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
 	t = task_state();
 	if (!t)
 		return 0;
+	sdk_sync(t);
 	if (id == CW_NR_splice || id == CW_NR_tee) {
 		splice_enter(t, regs, id);
 		return 0;
@@ -219,6 +261,46 @@ int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
 	return 0;
 }
 
+/*
+ * A tracked thread read from a channel that no tracked thread wrote to: make
+ * the channel, so that its ingress is reported once, and mint a record for
+ * its bytes from offset start on if the policy says so for its local TCP port.
+ */
+static __always_inline struct cw_chan *ingress_chan(struct cw_task *t, struct cw_io *io, __u32 kind, __u64 start)
+{
+	struct cw_chan *ch = chan_get(io, kind);
+	struct cw_record rec = {};
+	struct cw_event *e;
+	struct cw_mint *m;
+
+	if (!ch || kind != CW_CHAN_TCP)
+		return ch;
+	m = bpf_map_lookup_elem(&ingress_ports, &io->tcp.dport);
+	if (!m || (ch->flags & CW_CHF_INGRESS))
+		return ch;
+	ch->flags |= CW_CHF_INGRESS;
+	rec.version = CW_RECORD_VERSION;
+	rec.flags = m->flags;
+	rec.priority = m->priority;
+	*(__u32 *)&rec.trace_id[0] = bpf_get_prandom_u32();
+	*(__u32 *)&rec.trace_id[4] = bpf_get_prandom_u32();
+	*(__u32 *)&rec.trace_id[8] = bpf_get_prandom_u32();
+	*(__u32 *)&rec.trace_id[12] = bpf_get_prandom_u32() | 1;	/* never all zero */
+	rec.event_id = new_id();
+	count(CW_C_MINTED, 1);
+	if (sampled(&rec)) {
+		e = ev_start(CW_EV_INGRESS, &rec);
+		if (e) {
+			ev_channel(e, ch, false);
+			e->flags |= CW_EVF_MINTED;
+			ev_submit(e);
+		}
+	}
+	/* The reader adopts it below, like any record found in the channel. */
+	seg_publish(ch, &rec, start);
+	return ch;
+}
+
 /* After a read-family syscall that returned ret. */
 static __always_inline void read_exit(struct pt_regs *regs, long id, long ret)
 {
@@ -248,15 +330,19 @@ static __always_inline void read_exit(struct pt_regs *regs, long id, long ret)
 	       (id == CW_NR_recvmsg && (CW_ARG3(regs) & MSG_PEEK)) ||
 	       (id == CW_NR_recvmmsg && (CW_ARG4(regs) & MSG_PEEK));
 	if (kind == CW_CHAN_TCP) {
-		ch = bpf_map_lookup_elem(&tcp_chans, &io.tcp);
-		if (!ch)
-			return;
 		/* copied_seq is past what was read, or at it for a peek. */
 		rd0 = peek ? io.seq : io.seq - units;
+		ch = bpf_map_lookup_elem(&tcp_chans, &io.tcp);
+		if (!ch)
+			ch = ingress_chan(t, &io, kind, rd0);
+		if (!ch)
+			return;
 		if (!peek)
 			ch->rd = io.seq;
 	} else {
 		ch = bpf_map_lookup_elem(&chans, &io.key);
+		if (!ch)
+			ch = ingress_chan(t, &io, kind, 0);
 		if (!ch)
 			return;
 		rd0 = peek ? ch->rd : __sync_fetch_and_add(&ch->rd, units);
@@ -343,6 +429,7 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	pt = task_state();
 	if (!pt)
 		return 0;
+	sdk_sync(pt);
 	ct = bpf_task_storage_get(&tasks, child, pt, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!ct) {
 		count(CW_C_TASK_NOMEM, 1);
@@ -350,6 +437,8 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	}
 	ct->op = CW_OP_NONE;
 	ct->send_ev = 0;
+	ct->sdk_slot = 0;	/* slots are per thread */
+	ct->sdk_gen = 0;
 	if (!sampled(&pt->rec))
 		return 0;
 	e = ev_next(&pt->rec, CW_EV_FORK);
@@ -370,7 +459,13 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	struct cw_task *t = task_state();
 	struct cw_event *e;
 
-	if (!t || !sampled(&t->rec))
+	if (!t)
+		return 0;
+	/* The new program starts with what the old one's code had set; its slot is gone. */
+	sdk_sync(t);
+	t->sdk_slot = 0;
+	t->sdk_gen = 0;
+	if (!sampled(&t->rec))
 		return 0;
 	e = ev_next(&t->rec, CW_EV_EXEC);
 	if (!e)

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstddef>
 
 #include <cerrno>
 #include <cstdarg>
@@ -22,6 +23,7 @@
 
 #include "causeway.h"
 #include "event_reader.h"
+#include "sdk.h"
 #include "floor.skel.h"
 #include "shim.skel.h"
 
@@ -74,6 +76,12 @@ class Shim : public Napi::ObjectWrap<Shim> {
                            InstanceMethod("counters", &Shim::Counters),
                            InstanceMethod("readTask", &Shim::ReadTask),
                            InstanceMethod("writeRecord", &Shim::WriteRecord),
+                           InstanceMethod("mapLookup", &Shim::MapLookup),
+                           InstanceMethod("mapUpdate", &Shim::MapUpdate),
+                           InstanceMethod("mapDelete", &Shim::MapDelete),
+                           InstanceMethod("sdkSlots", &Shim::SdkSlots),
+                           InstanceMethod("sdkRelease", &Shim::SdkRelease),
+                           InstanceMethod("setSdkSlot", &Shim::SetSdkSlot),
                            InstanceMethod("detach", &Shim::Detach),
                            InstanceMethod("destroy", &Shim::Destroy),
                        });
@@ -221,6 +229,109 @@ class Shim : public Napi::ObjectWrap<Shim> {
     return env.Undefined();
   }
 
+  // The maps that user space may read and change, by name (the rest are the shim's own).
+  bpf_map *UserMap(Napi::Env env, const Napi::Value &name) {
+    RequireShim(env);
+    std::string n = name.As<Napi::String>();
+    static const char *const allowed[] = {"policy", "ingress_ports", "egress_strip", "chans", "tcp_chans"};
+    for (const char *a : allowed)
+      if (n == a) return bpf_object__find_map_by_name(shim_->obj, a);
+    throw Napi::Error::New(env, "no user-visible map named " + n);
+  }
+
+  // mapLookup(name, key) -> Buffer or null.
+  Napi::Value MapLookup(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    bpf_map *m = UserMap(env, info[0]);
+    auto key = info[1].As<Napi::Buffer<uint8_t>>();
+    std::vector<uint8_t> value(bpf_map__value_size(m));
+    int err = bpf_map__lookup_elem(m, key.Data(), key.Length(), value.data(), value.size(), 0);
+    if (err == -ENOENT) return env.Null();
+    if (err) ThrowErrno(env, err, "look up map " + std::string(bpf_map__name(m)));
+    return Napi::Buffer<uint8_t>::Copy(env, value.data(), value.size());
+  }
+
+  // mapUpdate(name, key, value, flags): flags as bpf(2)'s BPF_ANY, BPF_NOEXIST, BPF_EXIST.
+  Napi::Value MapUpdate(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    bpf_map *m = UserMap(env, info[0]);
+    auto key = info[1].As<Napi::Buffer<uint8_t>>();
+    auto value = info[2].As<Napi::Buffer<uint8_t>>();
+    uint64_t flags = info[3].IsNumber() ? info[3].As<Napi::Number>().Uint32Value() : static_cast<uint64_t>(BPF_ANY);
+    int err = bpf_map__update_elem(m, key.Data(), key.Length(), value.Data(), value.Length(), flags);
+    if (err) ThrowErrno(env, err, "update map " + std::string(bpf_map__name(m)));
+    return env.Undefined();
+  }
+
+  // mapDelete(name, key) -> true if it was there.
+  Napi::Value MapDelete(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    bpf_map *m = UserMap(env, info[0]);
+    auto key = info[1].As<Napi::Buffer<uint8_t>>();
+    int err = bpf_map__delete_elem(m, key.Data(), key.Length(), 0);
+    if (err == -ENOENT) return Napi::Boolean::New(env, false);
+    if (err) ThrowErrno(env, err, "delete from map " + std::string(bpf_map__name(m)));
+    return Napi::Boolean::New(env, true);
+  }
+
+  // sdkSlots(tgid) -> fd of a new slot map for the process, registered in sdk_procs.
+  // The caller sends the fd to that process only, then closes it (closeFd).
+  Napi::Value SdkSlots(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    RequireShim(env);
+    uint32_t tgid = info[0].As<Napi::Number>().Uint32Value();
+    LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_MMAPABLE);
+    int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "cw_sdk_slots", sizeof(uint32_t), sizeof(struct cw_sdk_slot),
+                            CW_SDK_SLOTS, &opts);
+    if (fd < 0) ThrowErrno(env, errno, "create the SDK slots of process " + std::to_string(tgid));
+    int err = bpf_map__update_elem(shim_->maps.sdk_procs, &tgid, sizeof(tgid), &fd, sizeof(fd), BPF_ANY);
+    if (err) {
+      close(fd);
+      ThrowErrno(env, err, "register the SDK slots of process " + std::to_string(tgid));
+    }
+    return Napi::Number::New(env, fd);
+  }
+
+  // sdkRelease(tgid): the process's slots stop being read (it exited).
+  Napi::Value SdkRelease(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    RequireShim(env);
+    uint32_t tgid = info[0].As<Napi::Number>().Uint32Value();
+    bpf_map__delete_elem(shim_->maps.sdk_procs, &tgid, sizeof(tgid), 0);
+    return env.Undefined();
+  }
+
+  // setSdkSlot(tid, slot, slotsFd): thread tid reads slot from now on; its slot's
+  // kern_rec starts as the thread's record. Returns false if tid holds no record.
+  Napi::Value SetSdkSlot(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    RequireShim(env);
+    int tid = info[0].As<Napi::Number>().Int32Value();
+    uint32_t slot = info[1].As<Napi::Number>().Uint32Value();
+    int slots_fd = info[2].As<Napi::Number>().Int32Value();
+    if (slot >= CW_SDK_SLOTS) throw Napi::RangeError::New(env, "no SDK slot " + std::to_string(slot));
+    int pidfd = PidfdOpen(tid);
+    if (pidfd < 0) ThrowErrno(env, errno, "open thread " + std::to_string(tid));
+    struct cw_task task;
+    int err = bpf_map__lookup_elem(shim_->maps.tasks, &pidfd, sizeof(pidfd), &task, sizeof(task), 0);
+    if (err == 0) {
+      struct cw_sdk_slot s = {};
+      s.tid = tid;
+      s.kern_rec = task.rec;
+      s.kern_gen = 1;
+      err = bpf_map_update_elem(slots_fd, &slot, &s, BPF_ANY) ? -errno : 0;
+      if (err == 0) {
+        task.sdk_slot = slot + 1;
+        task.sdk_gen = 0;
+        err = bpf_map__update_elem(shim_->maps.tasks, &pidfd, sizeof(pidfd), &task, sizeof(task), BPF_EXIST);
+      }
+    }
+    close(pidfd);
+    if (err == -ENOENT) return Napi::Boolean::New(env, false);
+    if (err) ThrowErrno(env, err, "give thread " + std::to_string(tid) + " its SDK slot");
+    return Napi::Boolean::New(env, true);
+  }
+
   // detach(): the programs stop running; maps stay readable.
   Napi::Value Detach(const Napi::CallbackInfo &info) {
     if (sockops_link_) bpf_link__destroy(sockops_link_);
@@ -269,6 +380,10 @@ Napi::Value Layout(const Napi::CallbackInfo &info) {
   o.Set("task", sizeof(struct cw_task));
   o.Set("event", sizeof(struct cw_event));
   o.Set("counters", static_cast<uint32_t>(CW_C_MAX));
+  o.Set("chan", sizeof(struct cw_chan));
+  o.Set("chanSeg", offsetof(struct cw_chan, seg));
+  o.Set("sdkSlot", sizeof(struct cw_sdk_slot));
+  o.Set("sdkSlots", CW_SDK_SLOTS);
   return o;
 }
 
@@ -292,6 +407,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("clockOffset", Napi::Function::New(env, ClockOffset));
   exports.Set("layout", Napi::Function::New(env, Layout));
   exports.Set("probe", Napi::Function::New(env, Probe));
+  InitSdk(env, exports);
   return exports;
 }
 

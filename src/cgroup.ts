@@ -82,6 +82,23 @@ export class RunCgroup {
     fs.writeFileSync(path.join(this.dir, 'cgroup.procs'), `${pid}\n`);
   }
 
+  /** True if process (or thread) pid lives in this cgroup or below it; false if not or if it is gone. */
+  contains(pid: number): boolean {
+    let lines: string;
+    try {
+      lines = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8');
+    } catch {
+      return false;
+    }
+    const mount = cgroup2Mount();
+    if (!mount) return false;
+    const rel = '/' + path.relative(mount, this.dir);
+    // The cgroup v2 line is "0::/path".
+    const v2 = lines.split('\n').find((l) => l.startsWith('0::'));
+    const p = v2?.slice(3) ?? '';
+    return p === rel || p.startsWith(rel + '/');
+  }
+
   /** Processes in the cgroup now. */
   pids(): number[] {
     return readPids(this.dir);

@@ -1,6 +1,6 @@
 /** The `causeway` command line. */
 import { Command, InvalidArgumentError } from 'commander';
-import { run } from './run';
+import { run } from './runtime/runtime';
 import { runChecks, report } from './doctor';
 import { runDemo } from './demo';
 import { newRecord } from './record';
@@ -39,6 +39,9 @@ interface RunFlags {
   trust: string[];
   tcpOptionKind: number;
   tcpOptionExid: number;
+  actor: string[];
+  actorQueue: number;
+  sdk: boolean;
 }
 
 function collect(v: string, prev: string[]): string[] {
@@ -77,6 +80,9 @@ export function program(): Command {
     .option('--trust <cidr>', 'also trust this network (repeatable; loopback is trusted): records cross only within trusted networks', collect, [])
     .option('--tcp-option-kind <kind>', 'TCP option kind carrying the record across hosts (253 or 254)', optKindArg, 253)
     .option('--tcp-option-exid <exid>', 'its 16-bit ExID (RFC 6994), e.g. 0xc5a7', exidArg, 0xc5a7)
+    .option('-a, --actor <spec>', 'run an actor: a built-in name (ingress-mint, accountant) or a module path, with options after ":" (repeatable), e.g. accountant:tenant=3', collect, [])
+    .option('--actor-queue <n>', 'events an actor may have waiting before more are dropped for it', intArg(1, 1 << 24), 65536)
+    .option('--no-sdk', 'do not serve the in-process SDK to the command')
     .option('-q, --quiet', 'no summary line unless something was dropped')
     .passThroughOptions()
     .action(async (cmd: string[], o: RunFlags) => {
@@ -92,6 +98,9 @@ export function program(): Command {
         optKind: o.tcpOptionKind,
         optExid: o.tcpOptionExid,
         summary: !o.quiet,
+        actors: o.actor,
+        actorQueue: o.actorQueue,
+        sdk: o.sdk,
       });
       process.exitCode = res.status;
     });

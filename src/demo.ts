@@ -4,7 +4,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { run } from './run';
+import { run } from './runtime/runtime';
 import { CausalEvent, channelName, eventToJson } from './events';
 import { newRecord } from './record';
 

@@ -4,11 +4,11 @@
  */
 import { CausalRecord, decodeRecord, eventIdHex } from './record';
 
-export const EVENT_BYTES = 264;
+export const EVENT_BYTES = 288;
 export const MAX_PARENTS = 4;
 
-export type EventType = 'fork' | 'exec' | 'exit' | 'send' | 'recv' | 'join';
-const TYPES: Record<number, EventType> = { 1: 'fork', 2: 'exec', 3: 'exit', 4: 'send', 5: 'recv', 6: 'join' };
+export type EventType = 'fork' | 'exec' | 'exit' | 'send' | 'recv' | 'join' | 'ingress';
+const TYPES: Record<number, EventType> = { 1: 'fork', 2: 'exec', 3: 'exit', 4: 'send', 5: 'recv', 6: 'join', 7: 'ingress' };
 
 export type ChannelKind = 'pipe' | 'fifo' | 'unix' | 'tcp';
 const CHANNEL_KINDS: Record<number, ChannelKind> = { 1: 'pipe', 2: 'fifo', 3: 'unix', 4: 'tcp' };
@@ -45,6 +45,12 @@ export interface CausalEvent {
   oldPid?: number;
   /** recv/join: some of the bytes read carried no record. */
   ingress?: boolean;
+  /** ingress: the policy minted the record this event carries. */
+  minted?: boolean;
+  /** The thread's CPU time (ns) and syscall bytes read and written so far, when the event happened. */
+  cpuNs: bigint;
+  rchar: bigint;
+  wchar: bigint;
 }
 
 function cstring(buf: Buffer, start: number, len: number): string {
@@ -143,6 +149,9 @@ export function decodeEvent(b: Buffer, off: number, clockOffset: bigint): Causal
     parents,
     channel: decodeChannel(b, off),
     bytes: Number(b.readBigUInt64LE(off + 40)),
+    cpuNs: b.readBigUInt64LE(off + 264),
+    rchar: b.readBigUInt64LE(off + 272),
+    wchar: b.readBigUInt64LE(off + 280),
   };
   const thread = (flags & 1) !== 0;
   if (type === 'fork') {
@@ -156,8 +165,9 @@ export function decodeEvent(b: Buffer, off: number, clockOffset: bigint): Causal
   } else if (type === 'exec') {
     ev.path = cstring(b, off + 160, 64);
     ev.oldPid = arg;
-  } else if (flags & 2) {
-    ev.ingress = true;
+  } else {
+    if (flags & 2) ev.ingress = true;
+    if (flags & 4) ev.minted = true;
   }
   return ev;
 }
@@ -184,5 +194,6 @@ export function eventToJson(e: CausalEvent): Record<string, unknown> {
   if (e.signal !== undefined) o.signal = e.signal;
   if (e.path !== undefined) o.path = e.path;
   if (e.ingress) o.ingress = true;
+  if (e.minted) o.minted = true;
   return o;
 }

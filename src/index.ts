@@ -1,8 +1,14 @@
-/** causeway as a library: the shim, `run`, the record codec and events. */
+/** causeway as a library: the runtime and its actor API, the shim, the record codec and events. */
 export { Shim, Floor, COUNTER_NAMES, DROP_COUNTERS, DEFAULT_OPT_KIND, DEFAULT_OPT_EXID } from './shim';
 export type { Counters, ShimOptions } from './shim';
-export { run, resolveCommand, summaryLine } from './run';
-export type { RunOptions, RunResult } from './run';
+export { run, Runtime, resolveCommand, summaryLine } from './runtime/runtime';
+export type { RunOptions, RunResult } from './runtime/runtime';
+export type { Actor, ActorContext, Target, RecordPatch, JoinRule, PolicyApi, HookName } from './actor/types';
+export { channelTarget } from './actor/types';
+export { loadActor, parseActorSpec } from './actor/load';
+export { FieldRegistry, FieldLayoutError } from './actor/fields';
+export type { FieldDecl, FieldType, FieldValue } from './actor/fields';
+export type { ActorStats } from './runtime/dispatch';
 export { RunCgroup, cgroup2Mount } from './cgroup';
 export {
   newRecord,

@@ -12,6 +12,15 @@ export interface NativeShim {
   counters(): bigint[];
   readTask(tid: number): Buffer | null;
   writeRecord(tid: number, record: Buffer): void;
+  /** The maps user space may change (policy, ingress_ports, egress_strip, chans, tcp_chans). */
+  mapLookup(map: UserMapName, key: Buffer): Buffer | null;
+  mapUpdate(map: UserMapName, key: Buffer, value: Buffer, flags?: number): void;
+  mapDelete(map: UserMapName, key: Buffer): boolean;
+  /** A new slot map for process tgid, registered with the shim: its fd (close with closeFd). */
+  sdkSlots(tgid: number): number;
+  sdkRelease(tgid: number): void;
+  /** Thread tid reads SDK slot `slot` of the map slotsFd; false if it holds no record. */
+  setSdkSlot(tid: number, slot: number, slotsFd: number): boolean;
   detach(): void;
   destroy(): void;
 }
@@ -28,11 +37,21 @@ export interface NativeShimOptions {
   optExid?: number;
 }
 
+export type UserMapName = 'policy' | 'ingress_ports' | 'egress_strip' | 'chans' | 'tcp_chans';
+
 export interface NativeAddon {
   Shim: new (opts: NativeShimOptions) => NativeShim;
   clockOffset(): bigint;
-  layout(): { record: number; task: number; event: number; counters: number };
+  layout(): { record: number; task: number; event: number; counters: number; chan: number; chanSeg: number; sdkSlot: number; sdkSlots: number };
   probe(): Record<string, boolean>;
+  /** The other end of a UNIX socket. */
+  peerCred(fd: number): { pid: number; uid: number; gid: number };
+  /** Sends payload and a copy of fd (-1: none) in one message. */
+  sendFd(sock: number, fd: number, payload: Buffer): void;
+  closeFd(fd: number): void;
+  gettid(): number;
+  /** In a traced program: asks the runtime for this thread's SDK slot and maps the process's slots. */
+  sdkAttach(socketPath: string): { tid: number; slot: number; memory: ArrayBuffer };
 }
 
 let addon: NativeAddon | undefined;

@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import createDebug from 'debug';
-import { native, NativeShim } from './native';
+import { native, NativeShim, UserMapName } from './native';
 import { CausalEvent, decodeEvents, EVENT_BYTES } from './events';
 import { CausalRecord, decodeRecord, encodeRecord, RECORD_BYTES } from './record';
 import fs from 'node:fs';
@@ -34,6 +34,10 @@ export const COUNTER_NAMES = [
   'tcpOptionStale',
   'sends',
   'recvs',
+  'minted',
+  'tcpOptionStripped',
+  'sdkSyncs',
+  'sdkInvalid',
 ] as const;
 export type Counters = Record<(typeof COUNTER_NAMES)[number], number>;
 
@@ -66,6 +70,13 @@ export interface ShimOptions {
   ringbufBytes?: number;
   /** Emit events at all (default true); false propagates records only. */
   events?: boolean;
+}
+
+export interface UserMap {
+  lookup(key: Buffer): Buffer | null;
+  /** flags: 0 any, 1 only if absent, 2 only if present (bpf(2)). */
+  update(key: Buffer, value: Buffer, flags?: number): void;
+  delete(key: Buffer): boolean;
 }
 
 /** Emits 'events' (CausalEvent[]) in batches, and 'end' once after close(). */
@@ -170,6 +181,37 @@ export class Shim extends EventEmitter {
   writeRecord(tid: number, record: CausalRecord): void {
     try {
       this.handle.writeRecord(tid, encodeRecord(record));
+    } catch (err) {
+      throw targetError(err, tid);
+    }
+  }
+
+  /** A map that user space may read and change (policy, channels); raw bytes in and out. */
+  map(name: UserMapName): UserMap {
+    const h = this.handle;
+    return {
+      lookup: (key) => h.mapLookup(name, key),
+      update: (key, value, flags = 0) => {
+        try {
+          h.mapUpdate(name, key, value, flags);
+        } catch (err) {
+          throw fromNative(err);
+        }
+      },
+      delete: (key) => h.mapDelete(name, key),
+    };
+  }
+
+  /** The SDK: a slot map for process tgid (its fd), its release, and a thread's slot. */
+  sdkSlots(tgid: number): number {
+    return this.handle.sdkSlots(tgid);
+  }
+  sdkRelease(tgid: number): void {
+    this.handle.sdkRelease(tgid);
+  }
+  setSdkSlot(tid: number, slot: number, slotsFd: number): boolean {
+    try {
+      return this.handle.setSdkSlot(tid, slot, slotsFd);
     } catch (err) {
       throw targetError(err, tid);
     }

@@ -88,71 +88,132 @@ static __always_inline void seg_publish(struct cw_chan *ch, const struct cw_reco
 	ch->head = head + 1;
 }
 
+/* The first read of bytes with no record in ch: tell user space once (actors may mint there). */
+static __always_inline void ingress_once(struct cw_task *t, struct cw_chan *ch, __u64 n)
+{
+	struct cw_event *e;
+
+	if (ch->flags & CW_CHF_INGRESS)
+		return;
+	ch->flags |= CW_CHF_INGRESS;
+	if (!sampled(&t->rec))
+		return;
+	e = ev_next(&t->rec, CW_EV_INGRESS);	/* an event on the reader's own chain */
+	sdk_publish(t);
+	if (!e)
+		return;
+	ev_channel(e, ch, false);
+	e->bytes = n;
+	ev_submit(e);
+}
+
+/* The state of one walk over a channel's segments (bpf_loop callback context). */
+struct seg_walk {
+	struct cw_chan *ch;
+	__u64 rd0, rd1, newer_start;
+	__u64 parents[CW_MAX_PARENTS];	/* newest first */
+	__u32 head, found, newest, oldest, best;
+	__u8 best_prio;
+	bool covered;
+};
+
 /*
- * The current thread read units [rd0, rd0 + n) of ch: adopt the record of the
- * last of them; name every segment they span.
+ * One step back from the newest segment: i-th newest. Returns 1 to stop at
+ * the segment holding unit rd0. A callback, so that the verifier checks the
+ * walk once instead of every path through sixteen unrolled steps.
+ */
+static long seg_walk_step(__u32 i, struct seg_walk *w)
+{
+	struct cw_chan *ch = w->ch;
+	struct cw_seg *s;
+	__u32 idx;
+
+	if (i >= w->head)
+		return 1;
+	idx = (w->head - 1 - i) & SEG_MASK;
+	s = &ch->seg[idx];
+	if (off_diff(ch, s->start, w->rd1) >= 0 || s->start == w->newer_start) {
+		w->newer_start = s->start;	/* written after, or empty */
+		return 0;
+	}
+	w->newer_start = s->start;
+	if (s->rec.version) {	/* version 0: the record was destroyed, the bytes carry none */
+		if (w->found == 0 || s->rec.priority > w->best_prio) {
+			w->best = idx;
+			w->best_prio = s->rec.priority;
+		}
+		if (w->found == 0)
+			w->newest = idx;
+		w->oldest = idx;
+		if (w->found < CW_MAX_PARENTS)
+			w->parents[w->found & (CW_MAX_PARENTS - 1)] = s->rec.event_id;
+		w->found++;
+	}
+	if (off_diff(ch, s->start, w->rd0) <= 0) {
+		w->covered = s->rec.version != 0;
+		return 1;
+	}
+	return 0;
+}
+
+/* Which found segment a join adopts (enum cw_join_rule, from the policy map). */
+static __always_inline __u32 join_pick(const struct seg_walk *w)
+{
+	__u32 zero = 0;
+	struct cw_policy *p = bpf_map_lookup_elem(&policy, &zero);
+
+	if (!p || p->join_rule == CW_JOIN_LAST)
+		return w->newest;
+	return p->join_rule == CW_JOIN_FIRST ? w->oldest : w->best;
+}
+
+/*
+ * The current thread read units [rd0, rd0 + n) of ch: adopt the record that
+ * the join rule picks among the segments they span (the last by default),
+ * and name every one of them.
  */
 static __always_inline void chan_read(struct cw_task *t, struct cw_chan *ch, __u64 rd0, __u64 n)
 {
-	__u64 rd1 = rd0 + n, newer_start = ~0ULL;
-	__u64 parents[CW_MAX_PARENTS] = {};
-	__u32 head = ch->head, found = 0, newest = 0, i;
-	bool covered = false;
+	struct seg_walk w = { .ch = ch, .rd0 = rd0, .rd1 = rd0 + n, .newer_start = ~0ULL, .head = ch->head };
 	struct cw_event *e;
 	struct cw_seg *s;
+	__u32 found, i;
 
-	/* Walk from the newest segment back to the one holding unit rd0. */
-	for (i = 0; i < CW_SEGS; i++) {
-		__u32 idx;
-
-		if (i >= head)
-			break;
-		idx = (head - 1 - i) & SEG_MASK;
-		s = &ch->seg[idx];
-		if (off_diff(ch, s->start, rd1) >= 0 || s->start == newer_start) {
-			newer_start = s->start;	/* written after, or empty */
-			continue;
-		}
-		newer_start = s->start;
-		if (found == 0)
-			newest = idx;
-		if (found < CW_MAX_PARENTS)
-			parents[found] = s->rec.event_id;
-		found++;
-		if (off_diff(ch, s->start, rd0) <= 0) {
-			covered = true;
-			break;
-		}
-	}
-	if (!covered)
+	bpf_loop(CW_SEGS, seg_walk_step, &w, 0);
+	if (!w.covered) {
 		count(CW_C_INGRESS, 1);
+		ingress_once(t, ch, n);
+	}
+	found = w.found;
 	if (!found)
 		return;
 	count(CW_C_RECVS, 1);
 	if (found > CW_MAX_PARENTS)
 		count(CW_C_PARENTS_TRUNC, 1);
-	s = &ch->seg[newest & SEG_MASK];
+	s = &ch->seg[(found > 1 ? join_pick(&w) : w.newest) & SEG_MASK];
 	if (found == 1 && s->rec.event_id == t->src)
 		return;	/* still reading the run of bytes adopted last time */
 
 	t->rec = s->rec;
 	t->src = s->rec.event_id;
+	if (sampled(&t->rec))
+		t->rec.event_id = new_id();
+	sdk_publish(t);
 	if (!sampled(&t->rec))
 		return;
-	t->rec.event_id = new_id();
 	e = ev_start(found > 1 ? CW_EV_JOIN : CW_EV_RECV, &t->rec);
 	if (!e)
 		return;
 	ev_channel(e, ch, false);
 	e->bytes = n;
-	if (!covered)
+	if (!w.covered)
 		e->flags |= CW_EVF_INGRESS;
-	/* Parents oldest first, so the adopted one is last. */
+	/* Parents oldest first. */
 	found = found > CW_MAX_PARENTS ? CW_MAX_PARENTS : found;
 	e->nparents = found;
 	for (i = 0; i < CW_MAX_PARENTS; i++)
 		if (i < found)
-			e->parents[i] = parents[found - 1 - i];
+			e->parents[i] = w.parents[(found - 1 - i) & (CW_MAX_PARENTS - 1)];
 	ev_submit(e);
 }
 

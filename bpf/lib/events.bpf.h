@@ -33,6 +33,7 @@ static __always_inline bool same_record(const struct cw_record *a, const struct 
 /* Reserve an event and fill what every event has; the caller submits it. */
 static __always_inline struct cw_event *ev_start(__u8 type, const struct cw_record *rec)
 {
+	struct task_struct *task;
 	struct cw_event *e;
 	__u64 pid_tgid;
 
@@ -51,6 +52,12 @@ static __always_inline struct cw_event *ev_start(__u8 type, const struct cw_reco
 	e->type = type;
 	e->rec = *rec;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	task = bpf_get_current_task_btf();
+	e->cpu_ns = task->se.sum_exec_runtime;
+	if (bpf_core_field_exists(task->ioac)) {
+		e->rchar = task->ioac.rchar;
+		e->wchar = task->ioac.wchar;
+	}
 	return e;
 }
 

@@ -61,6 +61,9 @@ static __always_inline bool chan_trusted(struct cw_chan *ch, bool egress)
 	if (!(ch->trust & known)) {
 		__builtin_memcpy(k.addr, egress ? ch->tcp.daddr : ch->tcp.saddr, 16);
 		ch->trust |= known | (bpf_map_lookup_elem(&trusted_nets, &k) ? yes : 0);
+		/* Stripping on egress by destination port: decided once, like trust. */
+		if (egress && bpf_map_lookup_elem(&egress_strip, &ch->tcp.dport))
+			ch->trust = (ch->trust & ~yes) | CW_TRUST_OUT_STRIPPED;
 	}
 	return ch->trust & yes;
 }
@@ -121,7 +124,7 @@ static __always_inline void opt_reserve(struct bpf_sock_ops *skops)
 		return;
 	if (!chan_trusted(ch, true)) {
 		if (!mss_probe)
-			count(CW_C_OPT_UNTRUSTED_OUT, 1);
+			count(ch->trust & CW_TRUST_OUT_STRIPPED ? CW_C_OPT_STRIPPED : CW_C_OPT_UNTRUSTED_OUT, 1);
 		return;
 	}
 	if (bpf_reserve_hdr_opt(skops, CW_OPT_LEN, 0) && !mss_probe)

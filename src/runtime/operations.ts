@@ -1,0 +1,340 @@
+/**
+ * Causeway's four operations (inject, read, write, destroy) on a thread, a
+ * process, or a channel, for actors. Threads and processes go through the
+ * shim's task storage; channels through the shim's channel maps, whose
+ * segments say which record each run of pending bytes carries.
+ *
+ * A channel is changed by reading its map entry, changing the records of its
+ * pending segments and writing it back; the entry's counters are re-read just
+ * before the write, so traffic on the channel during those microseconds keeps
+ * its byte accounting (a segment appended in that window may be missed).
+ */
+import fs from 'node:fs';
+import ipaddr from 'ipaddr.js';
+import { RunCgroup } from '../cgroup';
+import { NotSupportedError, TargetError } from '../errors';
+import { CausalRecord, decodeRecord, encodeRecord, newRecord, RECORD_BYTES, RECORD_VERSION } from '../record';
+import { Shim, UserMap } from '../shim';
+import { FieldRegistry } from '../actor/fields';
+import { RecordPatch, Target } from '../actor/types';
+
+/* struct cw_chan (bpf/causeway.h); checked against the addon's layout() by the runtime. */
+export const CHAN_BYTES = 1304;
+export const CHAN_SEG_OFFSET = 152;
+const SEG_BYTES = 8 + RECORD_BYTES;
+const SEGS = 16;
+const OFF_WR = 0;
+const OFF_RD = 8;
+const OFF_HEAD = 72;
+const OFF_KIND = 76;
+const KIND_PIPE = 1;
+const KIND_FIFO = 2;
+const KIND_TCP = 4;
+
+/** A record changed by a patch; fields are the named actor's. */
+export function applyPatch(rec: CausalRecord, patch: RecordPatch, registry: FieldRegistry, actor: string): CausalRecord {
+  const out: CausalRecord = { ...rec, actor: new Uint8Array(rec.actor) };
+  if (patch.priority !== undefined) out.priority = patch.priority;
+  if (patch.sampled !== undefined) out.sampled = patch.sampled;
+  if (patch.traceId !== undefined) out.traceId = patch.traceId;
+  if (patch.fields) registry.write(out.actor, actor, patch.fields);
+  encodeRecord(out); // validates every field now, not in the kernel
+  return out;
+}
+
+/** An all-zero record: version 0 means "no record" to the shim. */
+function noRecord(): CausalRecord {
+  return { version: 0, sampled: false, priority: 0, traceId: '0'.repeat(32), eventId: '0'.repeat(16), actor: new Uint8Array(32) };
+}
+
+export class Operations {
+  /** The root's record until it starts; then operations on 'root' go to its process. */
+  rootRecord: CausalRecord;
+  rootPid: number | undefined;
+
+  constructor(
+    private readonly shim: Shim,
+    private readonly cgroup: RunCgroup,
+    private readonly registry: FieldRegistry,
+    root: CausalRecord,
+  ) {
+    this.rootRecord = root;
+  }
+
+  inject(actor: string, target: Target, init: RecordPatch = {}): CausalRecord {
+    const rec = applyPatch(newRecord(), init, this.registry, actor);
+    this.put(target, () => rec);
+    return rec;
+  }
+
+  read(target: Target): CausalRecord | null {
+    if (target === 'root' && this.rootPid === undefined) return this.rootRecord;
+    const t = this.resolve(target);
+    if (t.kind === 'threads') {
+      const rec = this.shim.readRecord(t.tids[0]);
+      return rec && rec.version !== 0 ? rec : null;
+    }
+    const ch = this.loadChannel(t.map, t.keys);
+    if (!ch) return null;
+    const seg = readableSeg(ch.value);
+    return seg === null ? null : recordAt(ch.value, seg);
+  }
+
+  write(actor: string, target: Target, patch: RecordPatch): void {
+    let missing = 0;
+    this.put(target, (old) => {
+      if (!old || old.version === 0) {
+        missing++;
+        return null;
+      }
+      return applyPatch(old, patch, this.registry, actor);
+    });
+    if (missing && typeof target === 'object' && ('tid' in target || ('pid' in target && target.fd === undefined)))
+      throw new TargetError(`${describe(target)} holds no record to write: inject one first`);
+  }
+
+  destroy(target: Target): void {
+    this.put(target, () => noRecord());
+  }
+
+  /** Replaces the record(s) of a target with what change() returns (null: leave it). */
+  private put(target: Target, change: (old: CausalRecord | null) => CausalRecord | null): void {
+    if (target === 'root' && this.rootPid === undefined) {
+      const rec = change(this.rootRecord);
+      if (rec) this.rootRecord = rec;
+      return;
+    }
+    const t = this.resolve(target);
+    if (t.kind === 'threads') {
+      for (const tid of t.tids) {
+        let old: CausalRecord | null;
+        try {
+          old = this.shim.readRecord(tid);
+        } catch (err) {
+          if (t.tids.length > 1 && err instanceof TargetError) continue; // a thread that just ended
+          throw err;
+        }
+        const rec = change(old);
+        if (rec) this.shim.writeRecord(tid, rec);
+      }
+      return;
+    }
+    const ch = this.loadChannel(t.map, t.keys);
+    if (!ch) {
+      const rec = change(null);
+      if (rec && rec.version !== 0) throw new TargetError(`${describe(target)} has carried no tracked bytes yet: nothing to change`);
+      return;
+    }
+    const v = ch.value;
+    const pending = pendingSegs(v);
+    if (pending.length === 0) {
+      // An idle channel: what is read next carries the new record, from the read offset on.
+      const rec = change(null);
+      if (!rec) return;
+      const head = v.readUInt32LE(OFF_HEAD);
+      const idx = head % SEGS;
+      v.writeBigUInt64LE(v.readBigUInt64LE(OFF_RD), CHAN_SEG_OFFSET + idx * SEG_BYTES);
+      encodeRecord(rec, v, CHAN_SEG_OFFSET + idx * SEG_BYTES + 8);
+      v.writeUInt32LE(head + 1, OFF_HEAD);
+    } else {
+      for (const i of pending) {
+        const rec = change(recordAt(v, i));
+        if (rec) encodeRecord(rec, v, CHAN_SEG_OFFSET + i * SEG_BYTES + 8);
+      }
+    }
+    // Keep the byte accounting the kernel did meanwhile.
+    const fresh = t.map.lookup(ch.key);
+    if (fresh) {
+      fresh.copy(v, OFF_WR, OFF_WR, OFF_RD + 8);
+    }
+    t.map.update(ch.key, v, 2 /* BPF_EXIST */);
+  }
+
+  private loadChannel(map: UserMap, keys: Buffer[]): { key: Buffer; value: Buffer } | null {
+    for (const key of keys) {
+      const value = map.lookup(key);
+      if (value) return { key, value };
+    }
+    return null;
+  }
+
+  /** Threads of a thread/process target, or the channel map keys of a channel target. */
+  private resolve(target: Target): { kind: 'threads'; tids: number[] } | { kind: 'channel'; map: UserMap; keys: Buffer[] } {
+    if (target === 'root') return this.resolve({ pid: this.rootPid! });
+    if ('tid' in target) {
+      this.checkInRun(target.tid, target);
+      return { kind: 'threads', tids: [target.tid] };
+    }
+    if ('pid' in target) {
+      this.checkInRun(target.pid, target);
+      if (target.fd !== undefined) return this.fdChannel(target.pid, target.fd);
+      let tids: number[];
+      try {
+        tids = fs.readdirSync(`/proc/${target.pid}/task`).map(Number).sort((a, b) => (a === target.pid ? -1 : b === target.pid ? 1 : a - b));
+      } catch {
+        throw new TargetError(`no process ${target.pid}`);
+      }
+      return { kind: 'threads', tids };
+    }
+    if ('pipe' in target) {
+      const dev = parseDev(target.pipe.dev);
+      return { kind: 'channel', map: this.shim.map('chans'), keys: [chanKey(target.pipe.ino, dev, KIND_PIPE), chanKey(target.pipe.ino, dev, KIND_FIFO)] };
+    }
+    if ('tcp' in target) return { kind: 'channel', map: this.shim.map('tcp_chans'), keys: [tcpKey(target.tcp.from, target.tcp.to)] };
+    throw new TypeError(`not a target: ${JSON.stringify(target)}`);
+  }
+
+  private checkInRun(id: number, target: Target): void {
+    if (!Number.isInteger(id) || id <= 0) throw new TypeError(`not a process or thread id: ${id}`);
+    if (!fs.existsSync(`/proc/${id}`)) throw new TargetError(`${describe(target)} does not exist`);
+    if (!this.cgroup.contains(id)) throw new TargetError(`${describe(target)} is not part of this run`);
+  }
+
+  /** The channel a process reads through fd: a pipe, a FIFO, or the incoming direction of a TCP socket. */
+  private fdChannel(pid: number, fd: number): { kind: 'channel'; map: UserMap; keys: Buffer[] } {
+    const link = `/proc/${pid}/fd/${fd}`;
+    let dest: string;
+    let st: fs.BigIntStats;
+    try {
+      dest = fs.readlinkSync(link);
+      st = fs.statSync(link, { bigint: true });
+    } catch {
+      throw new TargetError(`process ${pid} has no fd ${fd}`);
+    }
+    if (st.isFIFO()) {
+      const dev = kernelDev(st.dev);
+      const kind = dest.startsWith('pipe:') ? KIND_PIPE : KIND_FIFO;
+      return { kind: 'channel', map: this.shim.map('chans'), keys: [chanKey(Number(st.ino), dev, kind)] };
+    }
+    const m = /^socket:\[(\d+)\]$/.exec(dest);
+    if (!m) throw new TargetError(`fd ${fd} of process ${pid} is ${dest}: not a channel causeway follows`);
+    const conn = tcpByInode(pid, m[1]);
+    if (!conn) throw new NotSupportedError(`channel operations on fd ${fd} of process ${pid} (not a TCP socket; UNIX sockets are keyed by kernel address)`, 'a later causeway');
+    return { kind: 'channel', map: this.shim.map('tcp_chans'), keys: [tcpKey(conn.remote, conn.local)] };
+  }
+}
+
+function describe(target: Target): string {
+  if (target === 'root') return 'the root process';
+  if ('tid' in target) return `thread ${target.tid}`;
+  if ('pid' in target) return target.fd === undefined ? `process ${target.pid}` : `fd ${target.fd} of process ${target.pid}`;
+  if ('pipe' in target) return `pipe [${target.pipe.ino}]`;
+  return `tcp ${target.tcp.from} -> ${target.tcp.to}`;
+}
+
+/** "maj:min" as the kernel encodes it (major << 20 | minor). */
+function parseDev(dev: string): number {
+  const m = /^(\d+):(\d+)$/.exec(dev);
+  if (!m) throw new TypeError(`a device is "major:minor", not "${dev}"`);
+  return (Number(m[1]) << 20) | Number(m[2]);
+}
+
+/** A userspace dev_t (glibc's encoding) as the kernel encodes it. */
+function kernelDev(dev: bigint): number {
+  const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn));
+  const minor = Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn));
+  return (major << 20) | minor;
+}
+
+function chanKey(ino: number, dev: number, kind: number): Buffer {
+  const k = Buffer.alloc(16);
+  k.writeBigUInt64LE(BigInt(ino), 0);
+  k.writeUInt32LE(dev >>> 0, 8);
+  k.writeUInt32LE(kind, 12);
+  return k;
+}
+
+/** "addr:port" or "[v6]:port" as 16 bytes (IPv4-mapped) and a port. */
+function parseHostPort(s: string): { addr: Buffer; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:]+):(\d+)$/.exec(s);
+  if (!m || !ipaddr.isValid(m[1]) || Number(m[2]) > 65535) throw new TypeError(`an endpoint is "addr:port" or "[v6addr]:port", not "${s}"`);
+  let a = ipaddr.parse(m[1]);
+  if (a.kind() === 'ipv4') a = (a as ipaddr.IPv4).toIPv4MappedAddress();
+  return { addr: Buffer.from(a.toByteArray()), port: Number(m[2]) };
+}
+
+/** struct cw_tcp_key for data flowing from -> to. */
+function tcpKey(from: string, to: string): Buffer {
+  const f = parseHostPort(from);
+  const t = parseHostPort(to);
+  const k = Buffer.alloc(40);
+  f.addr.copy(k, 0);
+  t.addr.copy(k, 16);
+  k.writeUInt16LE(f.port, 32);
+  k.writeUInt16LE(t.port, 34);
+  return k;
+}
+
+/** The TCP connection of socket inode ino, from the process's network namespace. */
+function tcpByInode(pid: number, ino: string): { local: string; remote: string } | null {
+  for (const file of ['tcp', 'tcp6']) {
+    let text: string;
+    try {
+      text = fs.readFileSync(`/proc/${pid}/net/${file}`, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f[9] !== ino) continue;
+      return { local: procEndpoint(f[1]), remote: procEndpoint(f[2]) };
+    }
+  }
+  return null;
+}
+
+/** /proc/net/tcp's "0100007F:1F90" (address in host-order 32-bit words) as "addr:port". */
+function procEndpoint(s: string): string {
+  const [hex, port] = s.split(':');
+  const words = hex.match(/.{8}/g)!.map((w) => Buffer.from(w, 'hex').reverse());
+  const bytes = Buffer.concat(words);
+  const p = parseInt(port, 16);
+  if (bytes.length === 4) return `${bytes.join('.')}:${p}`;
+  const a = ipaddr.fromByteArray([...bytes]);
+  return `[${a.toString()}]:${p}`;
+}
+
+function recordAt(v: Buffer, seg: number): CausalRecord | null {
+  const rec = decodeRecord(v, CHAN_SEG_OFFSET + seg * SEG_BYTES + 8);
+  return rec.version === RECORD_VERSION ? rec : null;
+}
+
+/** a - b in the channel's offset space (TCP sequence numbers wrap at 32 bits). */
+function offDiff(tcp: boolean, a: bigint, b: bigint): bigint {
+  if (tcp) return BigInt.asIntN(32, BigInt.asUintN(32, a - b));
+  return a - b;
+}
+
+/** Ring indexes of the segments that cover bytes not read yet, oldest first. */
+function pendingSegs(v: Buffer): number[] {
+  const head = v.readUInt32LE(OFF_HEAD);
+  const tcp = v.readUInt16LE(OFF_KIND) === KIND_TCP;
+  const rd = v.readBigUInt64LE(OFF_RD);
+  const wr = v.readBigUInt64LE(OFF_WR);
+  const n = Math.min(head, SEGS);
+  const out: number[] = [];
+  for (let k = n; k >= 1; k--) {
+    const idx = (head - k) % SEGS;
+    const start = v.readBigUInt64LE(CHAN_SEG_OFFSET + idx * SEG_BYTES);
+    const newer = k > 1 ? v.readBigUInt64LE(CHAN_SEG_OFFSET + ((head - k + 1) % SEGS) * SEG_BYTES) : null;
+    // Pending: some of its bytes are written and not read. A segment ends where the next one
+    // starts; the newest ends at the write offset (TCP: unknown here, so it counts as pending).
+    const end = newer ?? (tcp ? null : wr);
+    const endsAfterRd = end === null || offDiff(tcp, end, rd) > 0n;
+    const startsBeforeWr = tcp || start < wr;
+    if (endsAfterRd && startsBeforeWr) out.push(idx);
+  }
+  return out;
+}
+
+/** The segment holding the next unread byte, or the first pending one. */
+function readableSeg(v: Buffer): number | null {
+  const pending = pendingSegs(v);
+  if (pending.length === 0) return null;
+  const tcp = v.readUInt16LE(OFF_KIND) === KIND_TCP;
+  const rd = v.readBigUInt64LE(OFF_RD);
+  let best: number | null = null;
+  for (const i of pending) if (offDiff(tcp, v.readBigUInt64LE(CHAN_SEG_OFFSET + i * SEG_BYTES), rd) <= 0n) best = i;
+  return best ?? pending[0];
+}
+

@@ -1,0 +1,68 @@
+/**
+ * Kernel-side policy (bpf/causeway.h: struct cw_policy, cw_mint, and the maps
+ * policy, ingress_ports and egress_strip). It takes effect at the next
+ * syscall of every thread of the run: this is what must happen at once,
+ * while actor hooks run after the fact.
+ *
+ * Defaults: the join rule is 'last' (a read spanning several records adopts
+ * the last byte's); no port mints; no port strips (records still go only to
+ * trusted networks).
+ */
+import createDebug from 'debug';
+import type { Shim } from '../shim';
+import type { JoinRule, PolicyApi } from '../actor/types';
+import { FLAG_SAMPLED } from '../record';
+
+const debug = createDebug('causeway:policy');
+
+const JOIN_RULES: Record<JoinRule, number> = { last: 0, first: 1, priority: 2 };
+
+function portKey(port: number): Buffer {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RangeError(`a TCP port is 1-65535, not ${port}`);
+  const k = Buffer.alloc(2);
+  k.writeUInt16LE(port);
+  return k;
+}
+
+export class KernelPolicy {
+  private joinSetBy: string | undefined;
+  constructor(private readonly shim: Shim) {}
+
+  /** The policy API of one actor (for its context). */
+  forActor(actor: string): PolicyApi {
+    return {
+      joinRule: (rule) => this.joinRule(rule, actor),
+      mintOnIngress: (o) => this.mintOnIngress(o, actor),
+      stripOnEgress: (o) => this.stripOnEgress(o, actor),
+    };
+  }
+
+  joinRule(rule: JoinRule, by: string): void {
+    const v = JOIN_RULES[rule];
+    if (v === undefined) throw new RangeError(`the join rule is one of ${Object.keys(JOIN_RULES).join(', ')}, not "${rule}"`);
+    if (this.joinSetBy && this.joinSetBy !== by)
+      process.stderr.write(`causeway: actor "${by}" sets the join rule to "${rule}", replacing the one actor "${this.joinSetBy}" set\n`);
+    this.joinSetBy = by;
+    const value = Buffer.alloc(8);
+    value.writeUInt8(v, 0);
+    this.shim.map('policy').update(Buffer.alloc(4), value);
+    debug('%s: join rule %s', by, rule);
+  }
+
+  mintOnIngress(o: { ports: number[]; sampled?: boolean; priority?: number }, by: string): void {
+    const priority = o.priority ?? 0;
+    if (!Number.isInteger(priority) || priority < 0 || priority > 255) throw new RangeError(`priority is 0-255, not ${priority}`);
+    const value = Buffer.alloc(8);
+    value.writeUInt8(o.sampled === false ? 0 : FLAG_SAMPLED, 0);
+    value.writeUInt8(priority, 1);
+    const keys = o.ports.map(portKey);
+    for (const k of keys) this.shim.map('ingress_ports').update(k, value);
+    debug('%s: mint on ingress at ports %o', by, o.ports);
+  }
+
+  stripOnEgress(o: { ports: number[] }, by: string): void {
+    const keys = o.ports.map(portKey);
+    for (const k of keys) this.shim.map('egress_strip').update(k, Buffer.from([1]));
+    debug('%s: strip on egress towards ports %o', by, o.ports);
+  }
+}

@@ -1,0 +1,302 @@
+/**
+ * The runtime: a command in its own cgroup with the shim scoped to it, the
+ * actors (meta-applications) fed with its events, and the SDK socket for the
+ * programs inside. `causeway run` is `new Runtime(options).run()`.
+ *
+ * Order matters: actors are loaded and their fields laid out before anything
+ * touches the kernel; the shim is attached and the actors' start hooks (their
+ * policy) have run before the command starts; the root record is written
+ * before the command's first instruction; and everything made here (cgroup,
+ * programs, links, slot maps, the socket) is gone before run() returns.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import createDebug from 'debug';
+import { RunCgroup } from '../cgroup';
+import { Counters, DROP_COUNTERS, Shim } from '../shim';
+import { CausalEvent, eventToJson } from '../events';
+import { CausalRecord, newRecord } from '../record';
+import { CausewayError, PermissionError } from '../errors';
+import { FieldRegistry } from '../actor/fields';
+import { loadActor } from '../actor/load';
+import type { Actor, ActorContext } from '../actor/types';
+import { ActorHost, ActorStats } from './dispatch';
+import { Operations, applyPatch } from './operations';
+import { KernelPolicy } from './policy';
+import { SdkServer } from './sdk-server';
+
+const debug = createDebug('causeway:runtime');
+
+/** Environment variables the command gets (read by causeway/sdk). */
+export const SDK_SOCKET_ENV = 'CAUSEWAY_SDK_SOCKET';
+export const ACTOR_LAYOUT_ENV = 'CAUSEWAY_ACTOR_LAYOUT';
+
+export interface RunOptions {
+  command: string;
+  args: string[];
+  /** Write events as JSON Lines to this file. */
+  eventsFile?: string;
+  /** The root process's record (default: a fresh sampled one). */
+  record?: CausalRecord;
+  /** Actors: built-in names or module paths with options ("accountant:tenant=3"), or actor objects. */
+  actors?: (string | Actor)[];
+  /** Events an actor may have waiting before more are dropped for it (default 65536). */
+  actorQueue?: number;
+  /** How long actors may take to catch up after the command ended (ms, default 5000). */
+  actorDrainMs?: number;
+  /** Serve the in-process SDK (default true). */
+  sdk?: boolean;
+  /** Called with each batch of events, e.g. by a test. */
+  onEvents?: (events: CausalEvent[]) => void;
+  /** Called once the command runs in the cgroup, with the shim (to read or inject records). */
+  onStart?: (ctx: { pid: number; shim: Shim; cgroup: RunCgroup }) => void;
+  ringbufBytes?: number;
+  /** Networks trusted besides loopback (CIDR): records cross only within them. */
+  trust?: string[];
+  /** TCP option kind and ExID (defaults: 253, 0xc5a7). */
+  optKind?: number;
+  optExid?: number;
+  /** Print the summary line to stderr (default true); drops are printed regardless. */
+  summary?: boolean;
+}
+
+export interface RunResult {
+  /** The shell-style status: the exit code, 128 + signal, or 127 if not found. */
+  status: number;
+  counters: Counters | null;
+  events: number;
+  killedLeftovers: number;
+  /** Per actor: events delivered, dropped (queue full or drain deadline), hook failures. */
+  actors: Record<string, ActorStats>;
+  /** SDK attach requests served and refused. */
+  sdk: { attached: number; refused: number };
+}
+
+/** Finds a command the way a shell does; null if there is none. */
+export function resolveCommand(cmd: string): string | null {
+  const candidates = cmd.includes('/')
+    ? [cmd]
+    : (process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(':').map((d) => path.join(d || '.', cmd));
+  for (const c of candidates) {
+    try {
+      const st = fs.statSync(c);
+      if (st.isFile()) {
+        fs.accessSync(c, fs.constants.X_OK);
+        return c;
+      }
+    } catch {
+      /* next */
+    }
+  }
+  return null;
+}
+
+const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
+
+/** Loads actors and lays out their fields; throws before anything touches the kernel. */
+export async function prepareActors(specs: (string | Actor)[]): Promise<{ actors: Actor[]; registry: FieldRegistry }> {
+  const actors: Actor[] = [];
+  for (const s of specs) actors.push(typeof s === 'string' ? await loadActor(s) : s);
+  const registry = new FieldRegistry();
+  const names = new Set<string>();
+  for (const a of actors) {
+    if (names.has(a.name)) throw new CausewayError(`two actors are named "${a.name}": each actor runs once per run`);
+    names.add(a.name);
+    registry.declare(a.name, a.fields ?? []);
+  }
+  registry.freeze();
+  return { actors, registry };
+}
+
+/** Runs a command under the shim and returns its status; never leaves a cgroup or link behind. */
+export async function run(opts: RunOptions): Promise<RunResult> {
+  return new Runtime(opts).run();
+}
+
+export class Runtime {
+  constructor(private readonly opts: RunOptions) {}
+
+  async run(): Promise<RunResult> {
+    const opts = this.opts;
+    if (process.geteuid?.() !== 0) throw new PermissionError('causeway run');
+    const result: RunResult = { status: 1, counters: null, events: 0, killedLeftovers: 0, actors: {}, sdk: { attached: 0, refused: 0 } };
+    if (!resolveCommand(opts.command)) {
+      process.stderr.write(`causeway: ${opts.command}: command not found\n`);
+      return { ...result, status: 127 };
+    }
+    const { actors, registry } = await prepareActors(opts.actors ?? []);
+
+    // Open the events file first: a bad path fails before anything starts.
+    let sinkFd: number | undefined;
+    if (opts.eventsFile) {
+      try {
+        sinkFd = fs.openSync(opts.eventsFile, 'w');
+      } catch (err) {
+        throw new CausewayError(`cannot write events to ${opts.eventsFile}: ${(err as Error).message}`);
+      }
+    }
+    const cgroup = RunCgroup.create();
+    let shim: Shim | null = null;
+    let sdk: SdkServer | null = null;
+    let sink: fs.WriteStream | null = null;
+    const hosts: ActorHost[] = [];
+    const forwarders: [NodeJS.Signals, () => void][] = [];
+    try {
+      shim = new Shim({
+        cgroupId: cgroup.id,
+        cgroupLevel: cgroup.level,
+        cgroupPath: cgroup.dir,
+        trust: opts.trust,
+        optKind: opts.optKind,
+        optExid: opts.optExid,
+        ringbufBytes: opts.ringbufBytes,
+        events: Boolean(opts.eventsFile || opts.onEvents || actors.length),
+      });
+      if (sinkFd !== undefined) {
+        sink = fs.createWriteStream('', { fd: sinkFd });
+        sink.on('error', (err) => process.stderr.write(`causeway: writing events: ${err.message}\n`));
+      }
+      if (opts.sdk !== false) sdk = await SdkServer.listen(shim, cgroup);
+
+      const ops = new Operations(shim, cgroup, registry, opts.record ?? newRecord());
+      const policy = new KernelPolicy(shim);
+      for (const a of actors) hosts.push(new ActorHost(a, actorContext(a, ops, policy, registry, shim), opts.actorQueue ?? 65536));
+      for (const h of hosts) await h.call('start');
+
+      const sdkRef = sdk;
+      shim.on('events', (batch: CausalEvent[]) => {
+        result.events += batch.length;
+        if (sink) sink.write(batch.map((e) => JSON.stringify(eventToJson(e))).join('\n') + '\n');
+        opts.onEvents?.(batch);
+        for (const h of hosts) h.push(batch);
+        if (sdkRef) for (const e of batch) if (e.type === 'exit' && !e.thread) sdkRef.release(e.pid);
+      });
+
+      // The wrapper stops itself until it is in the cgroup and holds its record, then execs.
+      const env: NodeJS.ProcessEnv = { ...process.env, [ACTOR_LAYOUT_ENV]: registry.serialize() };
+      if (sdk) env[SDK_SOCKET_ENV] = sdk.socketPath;
+      const child = spawn('/bin/sh', ['-c', 'kill -STOP $$; exec "$0" "$@"', opts.command, ...opts.args], { stdio: 'inherit', env });
+      const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+      const pid = child.pid;
+      if (pid === undefined) throw new CausewayError(`could not start ${opts.command}`);
+      for (const sig of SIGNALS) {
+        const f = () => {
+          debug('forwarding %s', sig);
+          try {
+            process.kill(pid, sig);
+          } catch {
+            /* already gone */
+          }
+        };
+        process.on(sig, f);
+        forwarders.push([sig, f]);
+      }
+      if (await stopped(pid)) {
+        cgroup.add(pid);
+        shim.writeRecord(pid, ops.rootRecord);
+        ops.rootPid = pid;
+        opts.onStart?.({ pid, shim, cgroup });
+        process.kill(pid, 'SIGCONT');
+      }
+
+      const [code, signal] = await exited;
+      result.status = code ?? 128 + (signal ? os.constants.signals[signal] : 0);
+      debug('%s exited: code %s signal %s', opts.command, code, signal);
+    } finally {
+      for (const [sig, f] of forwarders) process.off(sig, f);
+      // Leftover processes are killed first, so that nothing runs untracked.
+      result.killedLeftovers = await cgroup.destroy().catch((err) => {
+        process.stderr.write(`causeway: ${(err as Error).message}\n`);
+        return 0;
+      });
+      if (shim) {
+        try {
+          result.counters = await shim.close();
+        } finally {
+          // Actors catch up on the last events, then stop.
+          const deadline = Date.now() + (opts.actorDrainMs ?? 5000);
+          for (const h of hosts) await h.drain(deadline);
+          for (const h of hosts) await h.call('stop');
+          for (const h of hosts) result.actors[h.actor.name] = h.stats;
+          if (sdk) {
+            result.sdk = { attached: sdk.attached, refused: sdk.refused };
+            await sdk.close();
+          }
+        }
+      }
+      if (sink) {
+        sink.end();
+        await once(sink, 'close');
+      }
+      if (opts.summary !== false || dropped(result)) process.stderr.write(summaryLine(result) + '\n');
+    }
+    return result;
+  }
+}
+
+/** Waits until the wrapper stopped itself; false if it died first. */
+async function stopped(pid: number, timeoutMs = 10000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let stat: string;
+    try {
+      stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      return false;
+    }
+    // "pid (comm) S ...": the state follows the last ')'.
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    if (state === 'T' || state === 't') return true;
+    if (state === 'Z' || state === 'X') return false;
+    if (Date.now() > deadline) throw new CausewayError(`the command's wrapper (pid ${pid}) did not start within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+function actorContext(a: Actor, ops: Operations, policy: KernelPolicy, registry: FieldRegistry, shim: Shim): ActorContext {
+  const name = a.name;
+  return {
+    actor: name,
+    get rootPid() {
+      return ops.rootPid;
+    },
+    inject: (t, init) => ops.inject(name, t, init),
+    read: (t) => ops.read(t),
+    write: (t, p) => ops.write(name, t, p),
+    destroy: (t) => ops.destroy(t),
+    fields: (rec) => registry.read(rec.actor, name),
+    withFields: (rec, values) => applyPatch(rec, { fields: values }, registry, name),
+    policy: policy.forActor(name),
+    counters: () => shim.counters(),
+    log: (m) => process.stderr.write(`causeway: ${name}: ${m}\n`),
+  };
+}
+
+/** True if anything was lost: a shim drop counter, or an actor's dropped events. */
+export function dropped(r: Pick<RunResult, 'counters' | 'actors'>): boolean {
+  const c = r.counters;
+  return (c !== null && DROP_COUNTERS.some((k) => c[k] > 0)) || Object.values(r.actors ?? {}).some((s) => s.dropped > 0 || s.errors > 0);
+}
+
+/** The end-of-run summary: counts, and every drop by name. */
+export function summaryLine(s: RunResult): string {
+  const c = s.counters;
+  if (!c) return 'causeway: the shim was not loaded';
+  const drops = DROP_COUNTERS.filter((k) => c[k] > 0).map((k) => `${k}=${c[k]}`);
+  let line = `causeway: ${s.events} events, ${c.sends} sends and ${c.recvs} receives carried records, `;
+  line += drops.length ? `DROPS: ${drops.join(' ')}` : '0 dropped';
+  const net = (['tcpOptionsWritten', 'tcpOptionsReceived', 'tcpOptionUntrustedOut', 'tcpOptionUntrustedIn', 'tcpOptionMalformed', 'tcpOptionStale', 'tcpOptionStripped', 'unfollowedSends', 'minted', 'sdkSyncs', 'sdkInvalid'] as const)
+    .filter((k) => c[k] > 0)
+    .map((k) => `${k}=${c[k]}`);
+  if (net.length) line += `; ${net.join(' ')}`;
+  for (const [name, a] of Object.entries(s.actors ?? {})) {
+    line += `; actor ${name}: ${a.delivered} delivered`;
+    if (a.dropped) line += `, DROPPED ${a.dropped}`;
+    if (a.errors) line += `, ${a.errors} hook failure(s)`;
+  }
+  if (s.killedLeftovers) line += `; killed ${s.killedLeftovers} leftover process(es)`;
+  return line;
+}
