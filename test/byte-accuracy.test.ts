@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { bpfUnavailable, tmpdir } from './helpers';
-import { run } from '../src/run';
+import { run } from '../src/runtime/runtime';
 import { newRecord } from '../src/record';
 import type { CausalEvent, Channel } from '../src/events';
 import { DROP_COUNTERS, type Shim } from '../src/shim';

@@ -98,10 +98,13 @@ static __always_inline void ingress_once(struct cw_task *t, struct cw_chan *ch, 
 	ch->flags |= CW_CHF_INGRESS;
 	if (!sampled(&t->rec))
 		return;
-	e = ev_next(&t->rec, CW_EV_INGRESS);	/* an event on the reader's own chain */
-	sdk_publish(t);
+	/* A branch off the reader's chain: reading bytes without a record adopts nothing. */
+	e = ev_start(CW_EV_INGRESS, &t->rec);
 	if (!e)
 		return;
+	e->rec.event_id = new_id();
+	e->nparents = 1;
+	e->parents[0] = t->rec.event_id;
 	ev_channel(e, ch, false);
 	e->bytes = n;
 	ev_submit(e);
