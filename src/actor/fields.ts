@@ -53,6 +53,8 @@ export class FieldLayoutError extends CausewayError {
 }
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** Actor names as the loader takes them (built-in names have dashes). */
+const ACTOR_NAME = /^[A-Za-z0-9_.-]+$/;
 const SIZES: Record<Exclude<FieldType, 'flag'>, number> = { u8: 1, u16: 2, u32: 4, u64: 8 };
 const TYPES: readonly FieldType[] = ['u64', 'u32', 'u16', 'u8', 'flag'];
 const MAX: Record<Exclude<FieldType, 'flag' | 'u64'>, number> = { u8: 0xff, u16: 0xffff, u32: 0xffffffff };
@@ -162,7 +164,7 @@ export class FieldRegistry {
       const bad = (what: string): never => {
         throw new FieldLayoutError(`field layout: ${who} ${what}: pass the layout unchanged from layout()`);
       };
-      if (typeof s.actor !== 'string' || !NAME.test(s.actor)) bad('has no valid actor name');
+      if (typeof s.actor !== 'string' || !ACTOR_NAME.test(s.actor)) bad('has no valid actor name');
       if (typeof s.name !== 'string' || !NAME.test(s.name)) bad('has no valid field name');
       if (!isType(s.type)) bad(`has type ${JSON.stringify(s.type)}, not one of ${TYPES.join(', ')}`);
       const type = s.type as FieldType;
@@ -208,8 +210,8 @@ export class FieldRegistry {
   declare(actor: string, fields: FieldDecl[]): void {
     if (this.isFrozen)
       throw new FieldLayoutError(`actor "${actor}" declares fields after the field registry was frozen: declare every actor before the run starts`);
-    if (typeof actor !== 'string' || !NAME.test(actor))
-      throw new FieldLayoutError(`actor name ${JSON.stringify(actor)} is not valid: use letters, digits and _, not starting with a digit`);
+    if (typeof actor !== 'string' || !ACTOR_NAME.test(actor))
+      throw new FieldLayoutError(`actor name ${JSON.stringify(actor)} is not valid: use letters, digits, "-", "_" and "."`);
     if (this.decls.has(actor))
       throw new FieldLayoutError(`actor "${actor}" is already declared (${describe(this.decls.get(actor)!)}): declare each actor once, with all its fields`);
     if (!Array.isArray(fields))

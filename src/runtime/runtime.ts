@@ -163,7 +163,9 @@ export class Runtime {
 
       const ops = new Operations(shim, cgroup, registry, opts.record ?? newRecord());
       const policy = new KernelPolicy(shim);
-      for (const a of actors) hosts.push(new ActorHost(a, actorContext(a, ops, policy, registry, shim), opts.actorQueue ?? 65536));
+      const counters = () => result.counters ?? shimRef.counters(); // the final ones once the shim is closed
+      const shimRef = shim;
+      for (const a of actors) hosts.push(new ActorHost(a, actorContext(a, ops, policy, registry, counters), opts.actorQueue ?? 65536));
       for (const h of hosts) await h.call('start');
 
       const sdkRef = sdk;
@@ -256,7 +258,7 @@ async function stopped(pid: number, timeoutMs = 10000): Promise<boolean> {
   }
 }
 
-function actorContext(a: Actor, ops: Operations, policy: KernelPolicy, registry: FieldRegistry, shim: Shim): ActorContext {
+function actorContext(a: Actor, ops: Operations, policy: KernelPolicy, registry: FieldRegistry, counters: () => Counters): ActorContext {
   const name = a.name;
   return {
     actor: name,
@@ -270,7 +272,7 @@ function actorContext(a: Actor, ops: Operations, policy: KernelPolicy, registry:
     fields: (rec) => registry.read(rec.actor, name),
     withFields: (rec, values) => applyPatch(rec, { fields: values }, registry, name),
     policy: policy.forActor(name),
-    counters: () => shim.counters(),
+    counters,
     log: (m) => process.stderr.write(`causeway: ${name}: ${m}\n`),
   };
 }
