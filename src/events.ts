@@ -187,6 +187,9 @@ export function eventToJson(e: CausalEvent): Record<string, unknown> {
     bytes: e.bytes,
     priority: e.record.priority,
     sampled: e.record.sampled,
+    cpu_ns: Number(e.cpuNs),
+    rchar: Number(e.rchar),
+    wchar: Number(e.wchar),
   };
   if (e.child) o.child = e.child;
   if (e.thread !== undefined) o.thread = e.thread;

@@ -93,8 +93,11 @@ export class ActorHost {
         this.fail('events', err);
       }
     }
-    for (const e of batch) {
-      if (this.stopped) return;
+    for (const [i, e] of batch.entries()) {
+      if (this.stopped) {
+        this.stats.dropped += batch.length - i; // the deadline passed mid-batch
+        return;
+      }
       const hook = a[e.type as HookName] as Hook | undefined;
       if (hook) {
         try {
