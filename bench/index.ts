@@ -8,6 +8,10 @@
  *   outside   the shim loaded for another run's cgroup; this process outside it
  *   shim      propagation only (an unsampled record, no events)
  *   events    the shim with a sampled record: every causal change is an event
+ * Then the actor runtime and the SDK: events per second delivered to an actor
+ * (batch hook, and per-event hooks) while pipe ping-pong produces them as fast
+ * as it can, and the SDK's cost per async context switch beside a bare
+ * AsyncLocalStorage (bench/sdk.ts).
  * Writes BENCHMARKS.md and BENCHMARKS.json at the repository root.
  */
 import fs from 'node:fs';
@@ -18,6 +22,8 @@ import { once } from 'node:events';
 import { Floor } from '../src/shim';
 import { run } from '../src/runtime/runtime';
 import { newRecord } from '../src/record';
+import type { Actor } from '../src/actor/types';
+import { benchSdk } from './sdk';
 
 const ROOT = path.join(__dirname, '..', '..');
 const CONFIGS = ['baseline', 'floor', 'outside', 'shim', 'events'] as const;
@@ -140,6 +146,31 @@ async function measure(config: ConfigName, bin: string, b: Bench, secs: number, 
   return Number(fs.readFileSync(out, 'utf8'));
 }
 
+/** Delivery to actors and the SDK's costs (not per configuration). */
+interface Extras {
+  actors: { hook: string; eventsPerSec: number[]; delivered: number[]; ringbufDrops: number[]; actorDrops: number[] }[];
+  sdk: { alsSwitchNs: number; sdkSwitchNs: number; syncNs: number; syncSameNs: number };
+}
+
+/**
+ * Events per second that reach one actor while pipe ping-pong (with a sampled
+ * record: four events per round trip) runs for secs, and what was dropped on
+ * the way (ring buffer, actor queue).
+ */
+async function actorDelivery(bin: string, out: string, secs: number, hook: 'events' | 'per-event'): Promise<{ rate: number; delivered: number; rb: number; dropped: number }> {
+  let n = 0;
+  const actor: Actor =
+    hook === 'events'
+      ? { name: 'count', events: (b) => void (n += b.length) }
+      : { name: 'count', send: () => void n++, recv: () => void n++, fork: () => void n++, exec: () => void n++, exit: () => void n++ };
+  const start = process.hrtime.bigint();
+  const res = await run({ command: bin, args: ['pipe', '1', String(secs), out, '-1'], actors: [actor], summary: false });
+  const wall = Number(process.hrtime.bigint() - start) / 1e9;
+  if (res.status !== 0) throw new Error(`pingpong under the actor exited with ${res.status}`);
+  const stats = res.actors.count;
+  return { rate: stats.delivered / wall, delivered: stats.delivered, rb: res.counters?.ringbufDrops ?? 0, dropped: stats.dropped };
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -157,9 +188,10 @@ function fromJson(): void {
     rounds: number;
     seconds: number;
     results: { bench: string; config: ConfigName; samples: number[] }[];
+    extras?: Extras;
   };
   const samples = j.results.flatMap((r) => r.samples.map((value) => ({ bench: r.bench, config: r.config, value })));
-  fs.writeFileSync(path.join(ROOT, 'BENCHMARKS.md'), summarize(samples, j.rounds, j.seconds).md);
+  fs.writeFileSync(path.join(ROOT, 'BENCHMARKS.md'), summarize(samples, j.rounds, j.seconds, j.extras).md);
 }
 
 async function main() {
@@ -169,6 +201,7 @@ async function main() {
   const secs = quick ? 1 : 1.5;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'causeway-bench-'));
   const samples: Sample[] = [];
+  const extras: Extras = { actors: [], sdk: { alsSwitchNs: 0, sdkSwitchNs: 0, syncNs: 0, syncSameNs: 0 } };
   const removeNamespaces = makeNamespaces();
   Object.assign(process.env, { PP_SERVER_NS: NS.server, PP_CLIENT_NS: NS.client, PP_ADDR: '' });
   try {
@@ -187,17 +220,31 @@ async function main() {
         }
       }
     }
+    for (const hook of ['events', 'per-event'] as const) {
+      const row = { hook, eventsPerSec: [] as number[], delivered: [] as number[], ringbufDrops: [] as number[], actorDrops: [] as number[] };
+      for (let r = 0; r < (quick ? 2 : 3); r++) {
+        const d = await actorDelivery(bin, out, quick ? 1 : 2, hook);
+        row.eventsPerSec.push(d.rate);
+        row.delivered.push(d.delivered);
+        row.ringbufDrops.push(d.rb);
+        row.actorDrops.push(d.dropped);
+        process.stderr.write(`actor delivery (${hook}): ${d.rate.toFixed(0)} events/s, ${d.rb} ring buffer drops, ${d.dropped} actor drops\n`);
+      }
+      extras.actors.push(row);
+    }
+    extras.sdk = await benchSdk();
+    process.stderr.write(`sdk: ${JSON.stringify(extras.sdk)}\n`);
   } finally {
     removeNamespaces();
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  const report = summarize(samples, rounds, secs);
+  const report = summarize(samples, rounds, secs, extras);
   fs.writeFileSync(path.join(ROOT, 'BENCHMARKS.json'), JSON.stringify(report.json, null, 2) + '\n');
   fs.writeFileSync(path.join(ROOT, 'BENCHMARKS.md'), report.md);
   process.stdout.write(report.md);
 }
 
-function summarize(samples: Sample[], rounds: number, secs: number) {
+function summarize(samples: Sample[], rounds: number, secs: number, extras?: Extras) {
   const benches = [...new Set(samples.map((s) => s.bench))];
   const lines: string[] = [
     '# Benchmarks',
@@ -254,7 +301,34 @@ function summarize(samples: Sample[], rounds: number, secs: number) {
     );
   }
   lines.push('', '## Against the targets', '', ...verdicts, '');
-  return { md: lines.join('\n'), json: { machine: machine(), rounds, seconds: secs, results: json } };
+  if (extras && extras.actors.length) {
+    lines.push(
+      '## Actors and the SDK',
+      '',
+      'Events delivered to one actor per second of wall time (median of runs; `causeway run` with pipe ping-pong',
+      'producing four events per round trip as fast as it can), and what was dropped on the way:',
+      '',
+      '| actor hooks | events/s delivered | spread | ring buffer drops | actor queue drops |',
+      '|---|---|---|---|---|',
+    );
+    for (const a of extras.actors)
+      lines.push(
+        `| ${a.hook === 'events' ? 'events(batch)' : 'one hook per event'} | ${median(a.eventsPerSec).toFixed(0)} | ${Math.min(...a.eventsPerSec).toFixed(0)}-${Math.max(...a.eventsPerSec).toFixed(0)} | ${a.ringbufDrops.join(', ')} | ${a.actorDrops.join(', ')} |`,
+      );
+    const s = extras.sdk;
+    lines.push(
+      '',
+      'The in-process SDK (bench/sdk.ts, no kernel: the slot is an ArrayBuffer), ns:',
+      '',
+      '| async context switch, bare AsyncLocalStorage | the same under sdk.run() | ratio | sync() that changes the slot | sync() with nothing to change |',
+      '|---|---|---|---|---|',
+      `| ${s.alsSwitchNs.toFixed(0)} | ${s.sdkSwitchNs.toFixed(0)} | ${(s.sdkSwitchNs / s.alsSwitchNs).toFixed(2)} | ${s.syncNs.toFixed(0)} | ${s.syncSameNs.toFixed(0)} |`,
+      '',
+      'sync() runs only where Node hands bytes to the kernel (a socket write, a spawn), not per async switch.',
+      '',
+    );
+  }
+  return { md: lines.join('\n'), json: { machine: machine(), rounds, seconds: secs, results: json, extras } };
 }
 
 main().catch((err) => {
