@@ -9,6 +9,7 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -398,6 +399,18 @@ Napi::Value Probe(const Napi::CallbackInfo &info) {
   o.Set("mapLruHash", map(BPF_MAP_TYPE_LRU_HASH));
   o.Set("mapPercpuArray", map(BPF_MAP_TYPE_PERCPU_ARRAY));
   o.Set("mapLpmTrie", map(BPF_MAP_TYPE_LPM_TRIE));
+  o.Set("mapHashOfMaps", map(BPF_MAP_TYPE_HASH_OF_MAPS));
+  // An mmap-able array: create one and map it.
+  bool mmapable = false;
+  LIBBPF_OPTS(bpf_map_create_opts, mopts, .map_flags = BPF_F_MMAPABLE);
+  int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "cw_probe", 4, 8, 512, &mopts);
+  if (fd >= 0) {
+    void *m = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    mmapable = m != MAP_FAILED;
+    if (mmapable) munmap(m, 4096);
+    close(fd);
+  }
+  o.Set("mapMmapable", mmapable);
   return o;
 }
 

@@ -118,6 +118,8 @@ export async function runChecks(): Promise<Check[]> {
         ['mapLruHash', 'LRU hash map', '4.10'],
         ['mapPercpuArray', 'per-CPU array map', '4.6'],
         ['mapLpmTrie', 'LPM trie map (trusted networks)', '4.11'],
+        ['mapHashOfMaps', 'hash of maps (SDK slots per process)', '4.12'],
+        ['mapMmapable', 'mmap-able array (SDK slots)', '5.5'],
       ];
       for (const [key, label, since] of maps)
         add({ name: label, ok: p[key], required: true, detail: p[key] ? 'supported' : 'rejected by the kernel', fix: `needs Linux ${since}+` });
