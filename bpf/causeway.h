@@ -151,6 +151,7 @@ enum cw_chan_kind {
 #define CW_TRUST_OUT_STRIPPED (1u << 4)	/* the destination port strips records on egress */
 
 #define CW_CHF_INGRESS (1u << 0)	/* unrecorded bytes were read here: reported once */
+#define CW_CHF_READ (1u << 1)		/* a tracked thread reads here: rd is meaningful */
 
 /* One run of bytes in a channel that carries one record. */
 struct cw_seg {

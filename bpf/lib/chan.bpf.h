@@ -78,7 +78,8 @@ static __always_inline void seg_publish(struct cw_chan *ch, const struct cw_reco
 		/* The slot to reuse is the oldest; lost if its bytes are unread. */
 		struct cw_seg *next = &ch->seg[(head + 1) & SEG_MASK];
 
-		if (off_diff(ch, next->start, ch->rd) > 0)
+		/* Only a tracked reader keeps rd: without one, nobody would have read the segment anyway. */
+		if ((ch->flags & CW_CHF_READ) && off_diff(ch, next->start, ch->rd) > 0)
 			count(CW_C_SEG_OVERWRITE, 1);
 	}
 	s = &ch->seg[head & SEG_MASK];
@@ -182,6 +183,8 @@ static __always_inline void chan_read(struct cw_task *t, struct cw_chan *ch, __u
 	struct cw_seg *s;
 	__u32 found, i;
 
+	if (!(ch->flags & CW_CHF_READ))
+		ch->flags |= CW_CHF_READ;
 	bpf_loop(CW_SEGS, seg_walk_step, &w, 0);
 	if (!w.covered) {
 		count(CW_C_INGRESS, 1);

@@ -214,6 +214,11 @@ export class Runtime {
         process.stderr.write(`causeway: ${(err as Error).message}\n`);
         return 0;
       });
+      // The SDK's slot maps go while the shim that holds them is still there.
+      if (sdk) {
+        result.sdk = { attached: sdk.attached, refused: sdk.refused };
+        await sdk.close().catch((err) => process.stderr.write(`causeway: closing the SDK socket: ${(err as Error).message}\n`));
+      }
       if (shim) {
         try {
           result.counters = await shim.close();
@@ -223,10 +228,6 @@ export class Runtime {
           for (const h of hosts) await h.drain(deadline);
           for (const h of hosts) await h.call('stop');
           for (const h of hosts) result.actors[h.actor.name] = h.stats;
-          if (sdk) {
-            result.sdk = { attached: sdk.attached, refused: sdk.refused };
-            await sdk.close();
-          }
         }
       }
       if (sink) {

@@ -33,6 +33,7 @@ export class SdkServer {
   private readonly procs = new Map<number, ProcSlots>();
   attached = 0;
   refused = 0;
+  private closed = false;
 
   private constructor(private readonly shim: Shim, private readonly cgroup: RunCgroup) {
     // A private directory: the socket is reachable by any user (the traced program may not be root).
@@ -56,14 +57,24 @@ export class SdkServer {
   /** A process of the run ended: its slots go. */
   release(tgid: number): void {
     const p = this.procs.get(tgid);
-    if (!p) return;
+    if (!p || this.closed) return;
     this.procs.delete(tgid);
-    this.shim.sdkRelease(tgid);
-    native().closeFd(p.fd);
+    try {
+      this.shim.sdkRelease(tgid);
+    } finally {
+      native().closeFd(p.fd);
+    }
   }
 
+  /** Releases the slots of processes that are gone (exit events are not seen for unsampled records). */
+  private sweep(): void {
+    for (const tgid of [...this.procs.keys()]) if (!fs.existsSync(`/proc/${tgid}`)) this.release(tgid);
+  }
+
+  /** Stops serving and releases every slot map; call it before closing the shim. */
   async close(): Promise<void> {
     for (const tgid of [...this.procs.keys()]) this.release(tgid);
+    this.closed = true;
     await new Promise<void>((r) => this.server.close(() => r()));
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
@@ -96,6 +107,7 @@ export class SdkServer {
     if (!fs.existsSync(`/proc/${peer.pid}/task/${tid}`)) throw new Error(`thread ${tid} is not a thread of process ${peer.pid}`);
     let p = this.procs.get(peer.pid);
     if (!p) {
+      this.sweep();
       p = { fd: this.shim.sdkSlots(peer.pid), tids: [] };
       this.procs.set(peer.pid, p);
     }

@@ -90,7 +90,18 @@ export function runRecord(): CausalRecord | undefined {
 export function run<R>(record: CausalRecord | undefined, fn: () => R): R {
   if (state === 'new') attachFromEnv();
   if (record !== undefined) encoded(record);
-  return als.run(record, fn);
+  if (!slot) return als.run(record, fn);
+  // The slot holds record while fn runs synchronously, so that its syscalls carry it
+  // however they are reached (a spawnSync taken before the SDK wrapped it, say);
+  // what fn schedules goes through the sync points. Then the caller's record again.
+  try {
+    return als.run(record, () => {
+      slot!.write(record);
+      return fn();
+    });
+  } finally {
+    slot.write(als.getStore());
+  }
 }
 
 /**
