@@ -4,8 +4,9 @@
  * sockets, child processes and OTel spans write it; the test reads it back.
  */
 import t from 'tap';
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { EventEmitter, once } from 'node:events';
-import { spawn } from 'node:child_process';
+import childProcess, { ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -21,6 +22,8 @@ import { FieldRegistry } from '../src/actor/fields';
 
 delete process.env[sdk.SOCKET_ENV];
 const addonLoadedByImport = Object.keys(require.cache).some((k) => k.endsWith('.node'));
+/** Taken before the SDK installs its sync points: calls through it reach no sync point. */
+const spawnSyncBeforeAttach = childProcess.spawnSync;
 
 const SLOT = 3;
 const memory = new ArrayBuffer(SDK_SLOTS * SDK_SLOT_BYTES);
@@ -127,33 +130,161 @@ t.test('attached to a slot', async (t) => {
     );
   });
 
-  t.test('sync() writes the slot only when the record changes', async (t) => {
+  t.test('sync() writes the slot only when the record differs', async (t) => {
     // Snapshots first, assertions after: tap's own output is a socket write, which syncs.
+    // A context captured with AsyncLocalStorage.snapshot() and entered later is not entered
+    // through run(): the slot keeps what it held, and only sync() changes it.
     const a = newRecord({ priority: 7 });
     const b = newRecord({ sampled: false });
-    const seen: ({ what: string } & ReturnType<typeof app>)[] = [];
-    const step = (what: string, fn: () => void) => (fn(), seen.push({ what, ...app() }));
-    step('outside', sdk.sync);
-    step('a', () => sdk.run(a, sdk.sync));
-    step('a again', () => sdk.run(a, sdk.sync));
-    step('a copy', () => sdk.run({ ...a }, sdk.sync));
-    step('b', () => sdk.run(b, sdk.sync));
-    step('left run', sdk.sync);
-    step('still outside', sdk.sync);
+    const inA = sdk.run(a, () => AsyncLocalStorage.snapshot());
+    const inACopy = sdk.run({ ...a }, () => AsyncLocalStorage.snapshot());
+    const inB = sdk.run(b, () => AsyncLocalStorage.snapshot());
+    const seen: Record<string, ReturnType<typeof app>> = {};
+    const snap = (what: string) => (seen[what] = app());
+    sdk.sync();
+    snap('outside');
+    sdk.sync();
+    snap('outside again');
+    inA(() => {
+      snap('a, before sync');
+      sdk.sync();
+      snap('a');
+      sdk.sync();
+      snap('a again');
+    });
+    inACopy(() => (sdk.sync(), snap('a copy')));
+    inB(() => (sdk.sync(), snap('b')));
+    sdk.sync();
+    snap('left');
+    sdk.sync();
+    snap('still outside');
+    const ran = sdk.run(a, async () => {
+      await tick();
+      snap('continuation of a');
+      sdk.sync();
+      snap('continuation synced');
+      sdk.sync();
+      snap('continuation synced again');
+    });
+    snap('run() returned');
+    await ran;
     mem.writeUInt32LE(0xffffffff, base);
-    step('a at wrap', () => sdk.run(a, sdk.sync));
-    const g0 = seen[0].gen;
-    t.match(seen[0], { active: 0 });
-    t.match(seen[1], { gen: g0 + 1, active: 1, rec: a }, 'app_rec is the record, app_gen bumped');
-    t.match(seen[2], { gen: g0 + 1 }, 'the same record: no bump');
-    t.match(seen[3], { gen: g0 + 1 }, 'another object with the same bytes: no bump');
-    t.match(seen[4], { gen: g0 + 2, active: 1, rec: b });
-    t.match(seen[5], { gen: g0 + 3, active: 0 }, 'outside run(): the kernel record applies');
-    t.match(seen[6], { gen: g0 + 3, active: 0 }, 'still outside: no bump');
-    t.match(seen[7], { gen: 1, active: 1 }, 'app_gen skips 0 when it wraps');
-    t.same(seen[1].rec, a);
+    inB(() => (sdk.sync(), snap('b at wrap')));
+    sdk.sync();
+    snap('outside after wrap');
+
+    const g0 = seen.outside.gen;
+    t.match(seen.outside, { active: 0 });
+    t.match(seen['outside again'], { gen: g0, active: 0 }, 'the same record (none): no bump');
+    t.match(seen['a, before sync'], { gen: g0, active: 0 }, 'entering a context without run() writes nothing');
+    t.match(seen.a, { gen: g0 + 1, active: 1 }, 'sync(): app_active set, app_gen bumped');
+    t.same(seen.a.rec, a, 'app_rec is the record');
+    t.match(seen['a again'], { gen: g0 + 1, active: 1 }, 'the same record: no bump');
+    t.match(seen['a copy'], { gen: g0 + 1, active: 1 }, 'another object with the same bytes: no bump');
+    t.match(seen.b, { gen: g0 + 2, active: 1 });
+    t.same(seen.b.rec, b);
+    t.match(seen.left, { gen: g0 + 3, active: 0 }, 'outside run(): the kernel record applies');
+    t.match(seen['still outside'], { gen: g0 + 3, active: 0 }, 'still outside: no bump');
+    t.match(seen['run() returned'], { gen: g0 + 5, active: 0 }, 'run() wrote a on entry and nothing (the caller’s) on exit');
+    t.match(seen['continuation of a'], { gen: g0 + 5, active: 0 }, 'a continuation of run() finds the slot as run() left it');
+    t.match(seen['continuation synced'], { gen: g0 + 6, active: 1 }, 'sync() in the continuation writes its record');
+    t.same(seen['continuation synced'].rec, a);
+    t.match(seen['continuation synced again'], { gen: g0 + 6, active: 1 }, 'and once only');
+    t.match(seen['b at wrap'], { gen: 1, active: 1 }, 'app_gen skips 0 when it wraps');
+    t.same(seen['b at wrap'].rec, b);
+    t.match(seen['outside after wrap'], { gen: 2, active: 0 });
     const others = Buffer.concat([mem.subarray(0, base), mem.subarray(base + SDK_SLOT_BYTES)]);
     t.ok(others.every((x) => x === 0), 'other threads’ slots untouched');
+  });
+
+  t.test('run() writes its record on entry and the caller’s on exit', async (t) => {
+    // Snapshots first, assertions after, as above. Each snapshot inside fn is taken before any sync point.
+    const a = newRecord({ priority: 5 });
+    const b = newRecord({ sampled: false });
+    const seen: Record<string, ReturnType<typeof app>> = {};
+    const snap = (what: string) => (seen[what] = app());
+    sdk.sync();
+    snap('outside');
+    sdk.run(a, () => snap('in a'));
+    snap('after a');
+    sdk.run(a, () => {
+      sdk.run(b, () => snap('b in a'));
+      snap('back in a from b');
+      sdk.run(undefined, () => snap('undefined in a'));
+      snap('back in a from undefined');
+    });
+    snap('after nested');
+    const boom = new Error('boom');
+    let caught: unknown;
+    try {
+      sdk.run(a, () => {
+        snap('a, throwing');
+        throw boom;
+      });
+    } catch (err) {
+      caught = err;
+    }
+    snap('after a threw');
+    await sdk.run(a, async () => {
+      await tick();
+      snap('continuation of a');
+      sdk.run(b, () => snap('b in continuation of a'));
+      snap('after b in continuation of a');
+    });
+    sdk.sync();
+    snap('outside again');
+    // A spawnSync reference from before attach has no sync point: only run()'s entry write puts a in the slot for its fork.
+    const viaRun = sdk.run(a, () => {
+      const atCall = app();
+      const { status } = spawnSyncBeforeAttach(process.execPath, ['-e', '']);
+      return { atCall, after: app(), status };
+    });
+    snap('after spawnSync in a');
+    // In a continuation (no entry write) the same reference leaves the slot as it was; the exported spawnSync syncs it.
+    const inContinuation = await sdk.run(a, async () => {
+      await tick();
+      const atCall = app();
+      const { status } = spawnSyncBeforeAttach(process.execPath, ['-e', '']);
+      const afterOld = app();
+      childProcess.spawnSync(process.execPath, ['-e', '']);
+      return { atCall, afterOld, afterWrapped: app(), status };
+    });
+
+    const g0 = seen.outside.gen;
+    t.match(seen.outside, { active: 0 });
+    t.match(seen['in a'], { gen: g0 + 1, active: 1 }, 'inside run(a), before any sync point: a');
+    t.same(seen['in a'].rec, a);
+    t.match(seen['after a'], { gen: g0 + 2, active: 0 }, 'after run() outside any context: app_active 0');
+    t.match(seen['b in a'], { gen: g0 + 4, active: 1 }, 'nested: b while the inner fn runs');
+    t.same(seen['b in a'].rec, b);
+    t.match(seen['back in a from b'], { gen: g0 + 5, active: 1 }, 'after the inner run() returns: a again');
+    t.same(seen['back in a from b'].rec, a);
+    t.match(seen['undefined in a'], { gen: g0 + 6, active: 0 }, 'run(undefined): the kernel record applies');
+    t.match(seen['back in a from undefined'], { gen: g0 + 7, active: 1 }, 'and a after it');
+    t.same(seen['back in a from undefined'].rec, a);
+    t.match(seen['after nested'], { gen: g0 + 8, active: 0 });
+    t.equal(caught, boom, 'run() rethrows what fn throws');
+    t.match(seen['a, throwing'], { gen: g0 + 9, active: 1 });
+    t.match(seen['after a threw'], { gen: g0 + 10, active: 0 }, 'fn threw: the caller’s record all the same');
+    t.match(seen['continuation of a'], { gen: g0 + 12, active: 0 }, 'a continuation finds the slot as run() left it');
+    t.match(seen['b in continuation of a'], { gen: g0 + 13, active: 1 });
+    t.same(seen['b in continuation of a'].rec, b);
+    t.match(seen['after b in continuation of a'], { gen: g0 + 14, active: 1 }, 'on exit, the caller’s record, not what the slot held on entry');
+    t.same(seen['after b in continuation of a'].rec, a);
+    t.match(seen['outside again'], { gen: g0 + 15, active: 0 });
+
+    t.not(spawnSyncBeforeAttach, childProcess.spawnSync, 'the reference predates the SDK’s wrapper');
+    t.equal(viaRun.status, 0);
+    t.match(viaRun.atCall, { gen: g0 + 16, active: 1 }, 'spawnSync taken before attach, inside run(a): a in the slot at the call');
+    t.same(viaRun.atCall.rec, a);
+    t.same(viaRun.after, viaRun.atCall, 'the slot unchanged by the call');
+    t.match(seen['after spawnSync in a'], { gen: g0 + 17, active: 0 });
+    t.equal(inContinuation.status, 0);
+    t.match(inContinuation.atCall, { gen: g0 + 19, active: 0 }, 'in a continuation of a the slot does not say a');
+    t.same(inContinuation.afterOld, inContinuation.atCall, 'the reference from before attach does not sync');
+    t.match(inContinuation.afterWrapped, { gen: g0 + 20, active: 1 }, 'the exported spawnSync does');
+    t.same(inContinuation.afterWrapped.rec, a);
+    sdk.sync();
   });
 
   t.test('socket writes sync the slot first', async (t) => {
@@ -204,17 +335,40 @@ t.test('attached to a slot', async (t) => {
   });
 
   t.test('spawn and synchronous fs writes sync the slot first', async (t) => {
-    const a = newRecord();
-    const child = sdk.run(a, () => spawn(process.execPath, ['-e', ''], { stdio: 'ignore' }));
-    t.match(app(), { active: 1, rec: { traceId: a.traceId } }, 'the child forked under the record');
-    await once(child, 'exit');
+    // In a continuation of run(), or a context entered without run(), the slot does not say the record
+    // until a sync point writes it: what the slot says after the call is what the call synced.
+    const [a, b] = [newRecord(), newRecord()];
     const fd = fs.openSync('/dev/null', 'w');
     t.teardown(() => fs.closeSync(fd));
-    fs.writeSync(fd, 'x');
-    t.equal(app().active, 0, 'writeSync outside run()');
-    const b = newRecord();
-    sdk.run(b, () => fs.writeSync(fd, 'x'));
-    t.match(app(), { active: 1, rec: { traceId: b.traceId } }, 'writeSync inside run()');
+    const seen: Record<string, ReturnType<typeof app>> = {};
+    let child: ChildProcess | undefined;
+    await sdk.run(a, async () => {
+      await tick();
+      seen.beforeSpawn = app();
+      child = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
+      seen.afterSpawn = app();
+    });
+    await once(child!, 'exit');
+    await sdk.run(b, async () => {
+      await tick();
+      seen.beforeWrite = app();
+      fs.writeSync(fd, 'x');
+      seen.afterWrite = app();
+    });
+    const outside = AsyncLocalStorage.snapshot();
+    sdk.run(b, () =>
+      outside(() => {
+        seen.beforeWriteOutside = app();
+        fs.writeSync(fd, 'x');
+        seen.afterWriteOutside = app();
+      }),
+    );
+    t.match(seen.beforeSpawn, { active: 0 });
+    t.match(seen.afterSpawn, { gen: seen.beforeSpawn.gen + 1, active: 1, rec: { traceId: a.traceId } }, 'the child forked under the record');
+    t.match(seen.beforeWrite, { active: 0 });
+    t.match(seen.afterWrite, { gen: seen.beforeWrite.gen + 1, active: 1, rec: { traceId: b.traceId } }, 'writeSync in a continuation of run()');
+    t.match(seen.beforeWriteOutside, { active: 1, rec: { traceId: b.traceId } });
+    t.match(seen.afterWriteOutside, { gen: seen.beforeWriteOutside.gen + 1, active: 0 }, 'writeSync outside run()');
     sdk.sync();
   });
 
