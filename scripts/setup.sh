@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: the BPF toolchain, libbpf, and what node-gyp needs.
-pkgs=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev make g++ python3 pkg-config iproute2 curl tcpdump)
+# Debian packages: the BPF toolchain, libbpf, what node-gyp needs, and what the
+# tests use (tcpdump; chromium renders the tracer's HTML report).
+pkgs=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev make g++ python3 pkg-config iproute2 curl tcpdump chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -27,6 +28,13 @@ fi
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "causeway setup: installing npm packages" >&2
   npm ci --ignore-scripts --no-audit --no-fund >/dev/null
+fi
+
+# better-sqlite3 (the tracer's store) is a native module: build it from source
+# here, since its install script was skipped (it would try to download a binary).
+if [ ! -f node_modules/better-sqlite3/build/Release/better_sqlite3.node ]; then
+  echo "causeway setup: building better-sqlite3 (about a minute)" >&2
+  (cd node_modules/better-sqlite3 && npx --no-install node-gyp rebuild --release --silent >/dev/null)
 fi
 
 # The build, when a source is newer than its last output.

@@ -1,6 +1,12 @@
 /** The `causeway` command line. */
 import { Command, InvalidArgumentError } from 'commander';
-import { run } from './runtime/runtime';
+import fs from 'node:fs';
+import { run, RunOptions } from './runtime/runtime';
+import { trace } from './tracer/trace';
+import { defaultDbPath, TraceStore, TraceSummary } from './tracer/store';
+import { buildGraph, TraceEvent, TraceGraph } from './tracer/graph';
+import { renderTree } from './tracer/tree';
+import { renderHtml } from './tracer/html';
 import { runChecks, report } from './doctor';
 import { runDemo } from './demo';
 import { newRecord } from './record';
@@ -31,7 +37,8 @@ function traceArg(v: string): string {
 
 interface RunFlags {
   events?: string;
-  sample: boolean;
+  /** run: --no-sample; trace: --sample RATE. */
+  sample: boolean | number;
   priority: number;
   trace?: string;
   ringbufSize: number;
@@ -60,20 +67,19 @@ function exidArg(v: string): number {
   return n;
 }
 
-export function program(): Command {
-  const cli = new Command('causeway')
-    .description('carry causal metadata with the bytes unmodified programs exchange (eBPF)')
-    .version(require('../../package.json').version as string)
-    .enablePositionalOptions()
-    .showHelpAfterError('(run causeway --help for usage)');
+function rateArg(v: string): number {
+  const n = Number(v);
+  if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError('expected a rate from 0 to 1, such as 0.1');
+  return n;
+}
 
-  cli
-    .command('run')
-    .description('run CMD in its own cgroup with the shim loaded; exits with its status')
-    .usage('[options] -- CMD [ARGS...]')
+/** The options `run` and `trace` share (trace takes --sample RATE instead of --no-sample). */
+function withRunOptions(c: Command, sampleFlag = true): Command {
+  c.usage('[options] -- CMD [ARGS...]')
     .argument('<cmd...>', 'the command and its arguments')
-    .option('-e, --events <file>', 'write events as JSON Lines to FILE (docs/events.md)')
-    .option('--no-sample', 'start an unsampled record: it propagates, but emits no events')
+    .option('-e, --events <file>', 'write events as JSON Lines to FILE (docs/events.md)');
+  if (sampleFlag) c.option('--no-sample', 'start an unsampled record: it propagates, but emits no events');
+  return c
     .option('--priority <n>', 'priority of the root record (0-255)', intArg(0, 255), 0)
     .option('--trace <id>', 'trace id of the root record (32 hex digits; default: a new one)', traceArg)
     .option('--ringbuf-size <bytes>', 'event ring buffer size (power of two)', sizeArg, 1 << 22)
@@ -84,25 +90,116 @@ export function program(): Command {
     .option('--actor-queue <n>', 'events an actor may have waiting before more are dropped for it', intArg(1, 1 << 24), 65536)
     .option('--no-sdk', 'do not serve the in-process SDK to the command')
     .option('-q, --quiet', 'no summary line unless something was dropped')
-    .passThroughOptions()
-    .action(async (cmd: string[], o: RunFlags) => {
-      const record = newRecord({ sampled: o.sample, priority: o.priority });
-      if (o.trace) record.traceId = o.trace;
-      const res = await run({
-        command: cmd[0],
-        args: cmd.slice(1),
-        eventsFile: o.events,
-        record,
-        ringbufBytes: o.ringbufSize,
-        trust: o.trust.map((c) => (parseTrust(c), c)),
-        optKind: o.tcpOptionKind,
-        optExid: o.tcpOptionExid,
-        summary: !o.quiet,
-        actors: o.actor,
-        actorQueue: o.actorQueue,
-        sdk: o.sdk,
-      });
+    .passThroughOptions();
+}
+
+function runOptions(cmd: string[], o: RunFlags): RunOptions {
+  const record = newRecord({ sampled: o.sample !== false, priority: o.priority });
+  if (o.trace) record.traceId = o.trace;
+  return {
+    command: cmd[0],
+    args: cmd.slice(1),
+    eventsFile: o.events,
+    record,
+    ringbufBytes: o.ringbufSize,
+    trust: o.trust.map((c) => (parseTrust(c), c)),
+    optKind: o.tcpOptionKind,
+    optExid: o.tcpOptionExid,
+    summary: !o.quiet,
+    actors: o.actor,
+    actorQueue: o.actorQueue,
+    sdk: o.sdk,
+  };
+}
+
+function lsLine(r: TraceSummary): string {
+  const start = new Date(Number(r.start / 1_000_000n)).toISOString();
+  const dur = `${(Number(r.end - r.start) / 1e6).toFixed(1)} ms`;
+  return `${r.id}  ${start}  ${dur.padStart(10)} ${String(r.processes).padStart(5)} ${String(r.hosts.length).padStart(5)} ${String(r.events).padStart(6)} ${r.command}`;
+}
+
+/** A trace as JSON: its events, spans and hops (times as decimal strings of ns). */
+function graphJson(g: TraceGraph) {
+  const ev = (e: TraceEvent) => ({ ...e, ts: e.ts.toString() });
+  return {
+    trace: g.trace,
+    start: g.start.toString(),
+    end: g.end.toString(),
+    hosts: g.hosts,
+    processes: g.processes,
+    events: g.events.map(ev),
+    spans: g.spans.map((s) => ({ id: s.id, host: s.host, pid: s.pid, tid: s.tid, comm: s.comm, start: s.start.toString(), end: s.end.toString(), parent: s.parent ?? null, links: s.links })),
+    hops: g.hops.map((h) => ({ send: h.send.id, recv: h.recv.id, from: `${h.send.comm}[${h.send.pid}]`, to: `${h.recv.comm}[${h.recv.pid}]`, latencyNs: h.latencyNs.toString() })),
+  };
+}
+
+export function program(): Command {
+  const cli = new Command('causeway')
+    .description('carry causal metadata with the bytes unmodified programs exchange (eBPF)')
+    .version(require('../../package.json').version as string)
+    .enablePositionalOptions()
+    .showHelpAfterError('(run causeway --help for usage)');
+
+  withRunOptions(cli.command('run').description('run CMD in its own cgroup with the shim loaded; exits with its status')).action(
+    async (cmd: string[], o: RunFlags) => {
+      const res = await run(runOptions(cmd, o));
       process.exitCode = res.status;
+    },
+  );
+
+  withRunOptions(cli.command('trace').description('run CMD with the tracer: every causal path stored, shown, reported'), false)
+    .option('--db <file>', `the trace database (default ${defaultDbPath()}, or $CAUSEWAY_DB)`)
+    .option('--html <file>', 'write a self-contained HTML report of the run\'s traces')
+    .option('--otlp <url>', 'export the spans over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces')
+    .option('--sample <rate>', 'fraction of root records sampled, 0-1 (unsampled ones still propagate)', rateArg, 1)
+    .option('--host <name>', 'the host name stored with the events (default: this host\'s)')
+    .action(async (cmd: string[], o: RunFlags & { db?: string; html?: string; otlp?: string; host?: string }) => {
+      const res = await trace({ ...runOptions(cmd, o), db: o.db, html: o.html, otlp: o.otlp, sample: Number(o.sample), host: o.host });
+      process.exitCode = res.status;
+    });
+
+  cli
+    .command('ls')
+    .description('list the stored traces, newest first')
+    .option('--db <file>', 'the trace database')
+    .option('-n, --limit <n>', 'how many', intArg(1, 1 << 30), 50)
+    .option('--json', 'as JSON')
+    .action((o: { db?: string; limit: number; json?: boolean }) => {
+      const store = TraceStore.open(o.db ?? defaultDbPath(), { readonly: true });
+      try {
+        const rows = store.list(o.limit);
+        if (o.json) {
+          const out = rows.map((r) => ({ ...r, start: r.start.toString(), end: r.end.toString(), durationNs: (r.end - r.start).toString() }));
+          process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+          return;
+        }
+        process.stdout.write(['TRACE                             START                     DURATION   PROCS HOSTS EVENTS COMMAND', ...rows.map(lsLine)].join('\n') + '\n');
+      } finally {
+        store.close();
+      }
+    });
+
+  cli
+    .command('show')
+    .description('print one trace as a tree with per-hop latencies')
+    .argument('<trace>', 'a trace id, or a unique prefix of one')
+    .option('--db <file>', 'the trace database')
+    .option('--json', 'the trace as JSON: events, spans and hops')
+    .option('--html <file>', 'write it as a self-contained HTML report')
+    .action((id: string, o: { db?: string; json?: boolean; html?: string }) => {
+      const store = TraceStore.open(o.db ?? defaultDbPath(), { readonly: true });
+      try {
+        const full = store.resolve(id);
+        const g = buildGraph(full, store.events(full));
+        if (o.html) {
+          fs.writeFileSync(o.html, renderHtml([g], { title: `causeway trace ${full}` }));
+          process.stderr.write(`causeway: wrote ${o.html}\n`);
+        }
+        if (o.json) process.stdout.write(JSON.stringify(graphJson(g), null, 2) + '\n');
+        else if (!o.html) process.stdout.write(renderTree(g) + '\n');
+      } finally {
+        store.close();
+      }
     });
 
   cli

@@ -1,0 +1,338 @@
+/**
+ * Export of traces to OpenTelemetry over OTLP/HTTP, with the OpenTelemetry JS
+ * exporter (@opentelemetry/exporter-trace-otlp-http: JSON over HTTP POST).
+ *
+ *   const { spans, failed, error } = await exportOtlp(graphs, 'http://127.0.0.1:4318/v1/traces');
+ *
+ * Each span of a TraceGraph (src/tracer/graph.ts) becomes one OTel span, built
+ * as a ReadableSpan from the kernel's timestamps (no tracer span is started):
+ *  - trace id = the trace id; span id = the id of the event that starts the
+ *    span (48 bits, 16 hex digits zero-padded: unique per span, since a span
+ *    is keyed by its start event); parent span id = span.parent; links =
+ *    span.links (a join's other parents, same trace). Only the graph's spans
+ *    are exported, and span.parent and span.links always name graph spans, so
+ *    every parent and link refers to a span of the same export, none dangles.
+ *    No span is made up for an event that starts none (a task whose only
+ *    event is its exit, or a root whose thread reported nothing else): the
+ *    graph gives no span such an event as parent, and its id stays visible in
+ *    the causeway.event.parents attribute of the spans that follow it, as do
+ *    parents outside the graph (the record a run started from).
+ *  - name = `${comm} ${startEvent.type}->${endEvent.type}`, e.g. "gzip recv->send".
+ *  - kind = INTERNAL for all. A span runs from one event of a thread to its
+ *    next, not over a request: CLIENT/SERVER would claim a request/response
+ *    pair the kernel does not see (nor which side connected), and
+ *    PRODUCER/CONSUMER fits only one end of a relay's recv->send span. The hop
+ *    itself is the parent edge (a recv's span has the span that ended at the
+ *    send as parent, isRemote when that is another process), and the channel
+ *    attributes below say what carried it.
+ *  - start/end = the events' ns timestamps, exact (HrTime [s, ns]).
+ *  - attributes: causeway.event.start, causeway.event.end (event ids),
+ *    causeway.event.start_type, causeway.event.end_type, causeway.event.parents
+ *    (the start event's parents), causeway.priority, thread.id; for an end that
+ *    is a send, recv or join: causeway.{start,end}.bytes and
+ *    causeway.{start,end}.channel.{kind,id} (id as channelName() shows it) plus
+ *    ino/dev (pipe, fifo), socket_type/name (unix), or local_address/local_port/
+ *    remote_address/remote_port (tcp); for a span ending at an exit:
+ *    process.exit.code or causeway.exit.signal, and status ERROR if nonzero.
+ *  - resource: one per program a process ran (host, pid, comm, file executed):
+ *    host.name, process.pid, process.command (the span's comm),
+ *    process.executable.path (the process's last exec at or before the span's
+ *    end, when the trace has one), service.name (opts.serviceName ?? 'causeway').
+ *    Spans of different processes carry different resources in one request.
+ *
+ * Delivery: batches of at most 512 spans, one request each, in order, each
+ * awaited. A failed batch never throws: its spans are counted in `failed` and
+ * the first error is returned as a message. After a failure that is not an
+ * HTTP response (connection refused, timeout, DNS), the collector is taken to
+ * be unreachable and the remaining batches are counted as failed without
+ * trying them, so a dead URL costs one timeout, not one per batch. The
+ * exporter's own retries (on 429/502/503/504 and network errors) stay within
+ * timeoutMillis per batch. OTEL_EXPORTER_OTLP_HEADERS and friends apply as the
+ * exporter reads them; the URL given here wins over the environment's.
+ */
+import type * as http from 'node:http';
+import { Attributes, HrTime, Link, SpanContext, SpanKind, SpanStatus, SpanStatusCode, TraceFlags, isValidSpanId, isValidTraceId } from '@opentelemetry/api';
+import { ExportResult, ExportResultCode } from '@opentelemetry/core';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { Resource, resourceFromAttributes } from '@opentelemetry/resources';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
+import { Channel, channelName } from '../events';
+import type { Span, TraceEvent, TraceGraph } from './graph';
+
+// Incubating semantic conventions, copied as the semantic-conventions package advises.
+const ATTR_HOST_NAME = 'host.name';
+const ATTR_PROCESS_PID = 'process.pid';
+const ATTR_PROCESS_COMMAND = 'process.command';
+const ATTR_PROCESS_EXECUTABLE_PATH = 'process.executable.path';
+const ATTR_PROCESS_EXIT_CODE = 'process.exit.code';
+const ATTR_THREAD_ID = 'thread.id';
+
+/** Spans per export request (the OTel SDK's default batch size). */
+export const OTLP_BATCH_SPANS = 512;
+/** The path appended to a URL given without one. */
+export const OTLP_TRACES_PATH = '/v1/traces';
+const DEFAULT_TIMEOUT_MS = 10_000;
+const SCOPE = { name: 'causeway' };
+
+export interface OtlpOptions {
+  /** service.name of every resource; 'causeway' if unset. */
+  serviceName?: string;
+  /** How long one batch may take, retries included, in ms (10000 if unset). */
+  timeoutMillis?: number;
+}
+
+export interface OtlpResult {
+  /** Spans of the graphs, all of which were tried. */
+  spans: number;
+  /** Of those, the spans that did not reach the collector. */
+  failed: number;
+  /** Why, when failed > 0: the first failure, with the URL. */
+  error?: string;
+}
+
+/**
+ * Sends the spans of graphs to an OTLP/HTTP collector. url is the traces
+ * endpoint (http://host:4318/v1/traces); a URL with no path gets /v1/traces.
+ * Never rejects: failures are counted in failed and described in error.
+ */
+export async function exportOtlp(graphs: TraceGraph[], url: string, opts: OtlpOptions = {}): Promise<OtlpResult> {
+  const resources = new ResourceCache(opts.serviceName ?? 'causeway');
+  const spans: ReadableSpan[] = [];
+  let invalid = 0;
+  for (const g of graphs) {
+    if (!isValidTraceId(g.trace.toLowerCase())) {
+      invalid += g.spans.length;
+      continue;
+    }
+    const execs = execsByProcess(g);
+    for (const s of g.spans) {
+      if (isValidSpanId(s.id.toLowerCase())) spans.push(toReadableSpan(s, resources.get(s, lastExec(execs, s)), g.byId));
+      else invalid++;
+    }
+  }
+  const total = spans.length + invalid;
+  let failed = invalid;
+  const errors = new Set<string>();
+  if (invalid) errors.add(`${invalid} spans skipped: trace or event ids that are not valid OTel ids`);
+  const result = () => ({ spans: total, failed, ...(errors.size && { error: [...errors].join('; ') }) });
+  if (spans.length === 0) return result();
+
+  const endpoint = tracesUrl(url);
+  if (typeof endpoint !== 'string') return { spans: total, failed: total, error: endpoint.error };
+  const timeoutMillis = opts.timeoutMillis ?? DEFAULT_TIMEOUT_MS;
+  // Our own agent, so that its keep-alive sockets are closed when we are done.
+  let agent: http.Agent | undefined;
+  const exporter = new OTLPTraceExporter({
+    url: endpoint,
+    timeoutMillis,
+    httpAgentOptions: async (protocol: string) => {
+      const mod = protocol === 'http:' ? await import('node:http') : await import('node:https');
+      return (agent = new mod.Agent({ keepAlive: true }));
+    },
+  });
+  try {
+    for (let i = 0; i < spans.length; i += OTLP_BATCH_SPANS) {
+      const batch = spans.slice(i, i + OTLP_BATCH_SPANS);
+      const r = await exportBatch(exporter, batch, timeoutMillis);
+      if (r.code === ExportResultCode.SUCCESS) continue;
+      failed += batch.length;
+      let msg = `OTLP export to ${endpoint} failed: ${describe(r.error)}`;
+      if (!isNetworkError(r.error)) {
+        errors.add(msg);
+        continue;
+      }
+      // Unreachable: the next batches would wait as long for nothing.
+      const rest = spans.length - (i + batch.length);
+      failed += rest;
+      msg += ` (collector unreachable; gave up within the ${timeoutMillis} ms timeout)`;
+      errors.add(rest ? `${msg}; ${rest} more spans not sent` : msg);
+      break;
+    }
+  } finally {
+    await exporter.shutdown().catch(() => undefined);
+    agent?.destroy();
+  }
+  return result();
+}
+
+/** The traces endpoint for url, or why url is not one. */
+export function tracesUrl(url: string): string | { error: string } {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return { error: `not a URL: '${url}' (expected e.g. http://127.0.0.1:4318${OTLP_TRACES_PATH})` };
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return { error: `OTLP/HTTP needs an http: or https: URL, not '${url}'` };
+  if (u.pathname === '/' || u.pathname === '') u.pathname = OTLP_TRACES_PATH;
+  return u.href;
+}
+
+/** One export call as a promise, bounded by timeoutMillis (plus a grace for the exporter's own deadline). */
+function exportBatch(exporter: OTLPTraceExporter, batch: ReadableSpan[], timeoutMillis: number): Promise<ExportResult> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(
+      () => resolve({ code: ExportResultCode.FAILED, error: new Error(`no answer within ${timeoutMillis} ms`) }),
+      timeoutMillis + 1000,
+    );
+    exporter.export(batch, (r) => {
+      clearTimeout(timer);
+      resolve(r);
+    });
+  });
+}
+
+/** A failure to reach the collector (a system error such as ECONNREFUSED, or a timeout), not an answer from it. */
+function isNetworkError(err: unknown): boolean {
+  if (err instanceof AggregateError) return err.errors.some(isNetworkError);
+  if (!(err instanceof Error)) return false;
+  return typeof (err as { code?: unknown }).code === 'string' || /timed out|no answer within/.test(err.message);
+}
+
+function describe(err: unknown): string {
+  if (!(err instanceof Error)) return String(err ?? 'unknown error');
+  const e = err as Error & { code?: unknown; data?: unknown; errors?: unknown[] };
+  // Node reports a refused connection to a name with several addresses as an AggregateError with no message.
+  if (!e.message && Array.isArray(e.errors) && e.errors.length) return e.errors.map(describe).join('; ');
+  if (typeof e.code === 'number') return `HTTP ${e.code}${e.message ? ` ${e.message}` : ''}${e.data ? `: ${String(e.data).slice(0, 200)}` : ''}`;
+  return e.message || (typeof e.code === 'string' ? e.code : e.name);
+}
+
+const procKey = (e: { host: string; pid: number }) => `${e.host}/${e.pid}`;
+
+/** Each process's exec events, in time order. */
+function execsByProcess(g: TraceGraph): Map<string, TraceEvent[]> {
+  const m = new Map<string, TraceEvent[]>();
+  for (const e of g.events) {
+    if (e.type !== 'exec' || !e.path) continue;
+    const k = procKey(e);
+    let list = m.get(k);
+    if (!list) m.set(k, (list = []));
+    list.push(e);
+  }
+  return m;
+}
+
+/** The file the span's process executed last, at or before the span's end. */
+function lastExec(execs: Map<string, TraceEvent[]>, s: Span): string | undefined {
+  let path: string | undefined;
+  for (const e of execs.get(procKey(s)) ?? []) if (e.ts <= s.end) path = e.path;
+  return path;
+}
+
+/** One resource object per program a process ran, shared across graphs so the exporter groups their spans. */
+class ResourceCache {
+  private readonly cache = new Map<string, Resource>();
+  constructor(private readonly serviceName: string) {}
+
+  get(s: Span, path: string | undefined): Resource {
+    const key = JSON.stringify([s.host, s.pid, s.comm, path ?? null]);
+    let r = this.cache.get(key);
+    if (!r) {
+      const attrs: Attributes = {
+        [ATTR_SERVICE_NAME]: this.serviceName,
+        [ATTR_HOST_NAME]: s.host,
+        [ATTR_PROCESS_PID]: s.pid,
+        [ATTR_PROCESS_COMMAND]: s.comm,
+      };
+      if (path) attrs[ATTR_PROCESS_EXECUTABLE_PATH] = path;
+      this.cache.set(key, (r = resourceFromAttributes(attrs)));
+    }
+    return r;
+  }
+}
+
+/** Nanoseconds since the epoch as an HrTime, exact. */
+function hrTime(ns: bigint): HrTime {
+  return [Number(ns / 1_000_000_000n), Number(ns % 1_000_000_000n)];
+}
+
+function context(trace: string, spanId: string, isRemote: boolean): SpanContext {
+  return { traceId: trace.toLowerCase(), spanId: spanId.toLowerCase(), traceFlags: TraceFlags.SAMPLED, isRemote };
+}
+
+function channelAttributes(attrs: Attributes, prefix: string, c: Channel): void {
+  attrs[`${prefix}.kind`] = c.kind;
+  attrs[`${prefix}.id`] = channelName(c);
+  switch (c.kind) {
+    case 'pipe':
+    case 'fifo':
+      attrs[`${prefix}.ino`] = c.ino;
+      attrs[`${prefix}.dev`] = c.dev;
+      break;
+    case 'unix':
+      attrs[`${prefix}.socket_type`] = c.type;
+      attrs[`${prefix}.name`] = c.name;
+      break;
+    case 'tcp':
+      attrs[`${prefix}.local_address`] = c.local;
+      attrs[`${prefix}.local_port`] = c.localPort;
+      attrs[`${prefix}.remote_address`] = c.remote;
+      attrs[`${prefix}.remote_port`] = c.remotePort;
+      break;
+  }
+}
+
+const moves = (e: TraceEvent) => e.type === 'send' || e.type === 'recv' || e.type === 'join';
+
+function spanAttributes(s: Span): Attributes {
+  const a = s.startEvent;
+  const b = s.endEvent;
+  const attrs: Attributes = {
+    'causeway.event.start': a.id,
+    'causeway.event.end': b.id,
+    'causeway.event.start_type': a.type,
+    'causeway.event.end_type': b.type,
+    'causeway.event.parents': a.parents,
+    'causeway.priority': a.priority,
+    [ATTR_THREAD_ID]: s.tid,
+  };
+  for (const [end, e] of [['start', a], ['end', b]] as const) {
+    if (!moves(e)) continue;
+    attrs[`causeway.${end}.bytes`] = e.bytes;
+    if (e.channel) channelAttributes(attrs, `causeway.${end}.channel`, e.channel);
+  }
+  if (b.type === 'exit') {
+    if (b.signal) attrs['causeway.exit.signal'] = b.signal;
+    else if (b.exitCode !== undefined) attrs[ATTR_PROCESS_EXIT_CODE] = b.exitCode;
+  }
+  return attrs;
+}
+
+function spanStatus(s: Span): SpanStatus {
+  const b = s.endEvent;
+  if (b.type !== 'exit') return { code: SpanStatusCode.UNSET };
+  if (b.signal) return { code: SpanStatusCode.ERROR, message: `killed by signal ${b.signal}` };
+  if (b.exitCode) return { code: SpanStatusCode.ERROR, message: `exit status ${b.exitCode}` };
+  return { code: SpanStatusCode.UNSET };
+}
+
+/** A graph span as the exporter's input; a parent or link is remote when another process's span. */
+function toReadableSpan(s: Span, resource: Resource, byId: Map<string, TraceEvent>): ReadableSpan {
+  const remote = (id: string) => {
+    const other = byId.get(id);
+    return other !== undefined && procKey(other) !== procKey(s);
+  };
+  const ctx = context(s.trace, s.id, false);
+  const links: Link[] = s.links.map((id) => ({ context: context(s.trace, id, remote(id)) }));
+  return {
+    name: `${s.comm} ${s.startEvent.type}->${s.endEvent.type}`,
+    kind: SpanKind.INTERNAL,
+    spanContext: () => ctx,
+    ...(s.parent !== undefined && { parentSpanContext: context(s.trace, s.parent, remote(s.parent)) }),
+    startTime: hrTime(s.start),
+    endTime: hrTime(s.end),
+    duration: hrTime(s.end - s.start),
+    status: spanStatus(s),
+    attributes: spanAttributes(s),
+    links,
+    events: [],
+    ended: true,
+    resource,
+    instrumentationScope: SCOPE,
+    droppedAttributesCount: 0,
+    droppedEventsCount: 0,
+    droppedLinksCount: 0,
+  };
+}
