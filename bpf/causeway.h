@@ -124,7 +124,8 @@ struct cw_policy {
 struct cw_mint {
 	__u8 flags;		/* the new record's flags (CW_F_SAMPLED) */
 	__u8 priority;
-	__u8 pad[6];
+	__u8 pad[2];
+	__u32 sample;		/* sampled only if a random u32 <= sample (0xffffffff: always) */
 };
 
 enum cw_op {

@@ -281,6 +281,8 @@ static __always_inline struct cw_chan *ingress_chan(struct cw_task *t, struct cw
 	ch->flags |= CW_CHF_INGRESS;
 	rec.version = CW_RECORD_VERSION;
 	rec.flags = m->flags;
+	if (m->sample != 0xffffffff && bpf_get_prandom_u32() > m->sample)
+		rec.flags &= ~CW_F_SAMPLED;	/* sampling decides at the root of each new trace */
 	rec.priority = m->priority;
 	*(__u32 *)&rec.trace_id[0] = bpf_get_prandom_u32();
 	*(__u32 *)&rec.trace_id[4] = bpf_get_prandom_u32();

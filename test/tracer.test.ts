@@ -171,3 +171,38 @@ t.test('10,000 requests through a traced client and server: all stored, memory b
   // The tracer keeps no per-event state; actors' queues are bounded (65536 events).
   t.ok(Number(m?.[1]) < 256, `causeway stayed under 256 MiB (${m?.[1]} MiB)`);
 });
+
+t.test('sampling decides at the root; unsampled records still propagate', { skip: skip ?? false }, async (t) => {
+  const dir = tmpdir(t);
+  const db = path.join(dir, 'traces.db');
+  const r = await causeway(['trace', '--db', db, '--sample', '0', '--', 'sh', '-c', 'seq 1 1000 | wc -l']);
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stderr, /tracer stored 0 events of 0 trace\(s\)/, 'nothing is stored for an unsampled root');
+  const m = /(\d+) sends and (\d+) receives carried records/.exec(r.stderr);
+  t.ok(m && Number(m[2]) > 0, `but the record still rode the pipe (${m?.[2]} receives)`);
+  const bad = await causeway(['trace', '--db', db, '--sample', '2', '--', 'true']);
+  t.equal(bad.status, 1);
+  t.match(bad.stderr, /expected a rate from 0 to 1/);
+
+  // Traces minted for inbound connections are sampled at the same rate, each at its root.
+  const ready = path.join(dir, 'ready');
+  const port = 21000 + (process.pid % 20000);
+  const root = newTraceId();
+  const done = causeway(['trace', '--db', db, '--sample', '0.5', '--trace', root, '--actor', `ingress-mint:ports=${port}`, '--', path.join(FIXTURES, 'tcp_once.py'), 'serve', String(port), ready]);
+  const net = await import('node:net');
+  for (let i = 0; i < 100 && !fs.existsSync(ready); i++) await new Promise((res) => setTimeout(res, 50));
+  const n = 40;
+  for (let i = 0; i <= n; i++)
+    await new Promise<void>((resolve, reject) => {
+      const c = net.connect(port, '127.0.0.1', () => c.end(i === n ? 'quit\n' : `req ${i}\n`));
+      c.on('data', () => {});
+      c.on('close', () => resolve());
+      c.on('error', reject);
+    });
+  const s = await done;
+  t.equal(s.status, 0, s.stderr);
+  t.match(s.stderr, new RegExp(`minted=${n + 1}`), 'a record was minted for every connection');
+  const minted = (await ls(db)).filter((x) => x.id !== root).length;
+  // Binomial(41, 0.5): outside 5..36 with probability below 1e-6.
+  t.ok(minted >= 5 && minted <= 36, `about half of the minted traces were sampled and stored (${minted} of ${n + 1})`);
+});

@@ -73,7 +73,7 @@ export interface PolicyApi {
   /** Which record a read that spans several adopts (default 'last'). */
   joinRule(rule: JoinRule): void;
   /** Bytes with no record arriving on these local TCP ports get a new trace, one per connection. */
-  mintOnIngress(opts: { ports: number[]; sampled?: boolean; priority?: number }): void;
+  mintOnIngress(opts: { ports: number[]; sampled?: boolean; priority?: number; sampleRate?: number }): void;
   /** No record is written towards these remote TCP ports (the TCP option is left out). */
   stripOnEgress(opts: { ports: number[] }): void;
 }

@@ -7,7 +7,9 @@
  * shim mints one at the connection's first read, before the server's code
  * runs, so everything the server does for that connection (its writes, the
  * processes it starts, the services it calls) carries that connection's own
- * trace. Options: ports (required), sampled (default true), priority (0).
+ * trace. Options: ports (required), sampled (default true), priority (0),
+ * sample (the fraction of new traces sampled; default: the run's, 1 unless
+ * `causeway trace --sample` sets it).
  * At the end it prints how many connections got a trace.
  */
 import type { Actor } from '../actor/types';
@@ -19,13 +21,14 @@ export function ingressMint(options: Record<string, unknown>): Actor & { minted:
   if (ports.length === 0 || ports.some((p) => !Number.isInteger(p) || p < 1 || p > 65535))
     throw new CausewayError('ingress-mint needs ports, e.g. --actor ingress-mint:ports=8080+8443');
   const sampled = options.sampled !== false;
+  const sampleRate = options.sample === undefined ? undefined : Number(options.sample);
   const priority = options.priority === undefined ? 0 : Number(options.priority);
   const minted: string[] = [];
   return {
     name: 'ingress-mint',
     minted,
     start(ctx) {
-      ctx.policy.mintOnIngress({ ports, sampled, priority });
+      ctx.policy.mintOnIngress({ ports, sampled, priority, sampleRate });
     },
     ingress(e) {
       if (e.minted) minted.push(e.record.traceId);

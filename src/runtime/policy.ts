@@ -5,8 +5,9 @@
  * while actor hooks run after the fact.
  *
  * Defaults: the join rule is 'last' (a read spanning several records adopts
- * the last byte's); no port mints; no port strips (records still go only to
- * trusted networks).
+ * the last byte's); no port mints (a minted trace is sampled at the run's
+ * sample rate, 1 unless `causeway trace --sample` says otherwise); no port
+ * strips (records still go only to trusted networks).
  */
 import createDebug from 'debug';
 import type { Shim } from '../shim';
@@ -26,7 +27,8 @@ function portKey(port: number): Buffer {
 
 export class KernelPolicy {
   private joinSetBy: string | undefined;
-  constructor(private readonly shim: Shim) {}
+  /** @param sampleRate the fraction of minted traces that are sampled, unless an actor says otherwise */
+  constructor(private readonly shim: Shim, private readonly sampleRate = 1) {}
 
   /** The policy API of one actor (for its context). */
   forActor(actor: string): PolicyApi {
@@ -49,12 +51,15 @@ export class KernelPolicy {
     debug('%s: join rule %s', by, rule);
   }
 
-  mintOnIngress(o: { ports: number[]; sampled?: boolean; priority?: number }, by: string): void {
+  mintOnIngress(o: { ports: number[]; sampled?: boolean; priority?: number; sampleRate?: number }, by: string): void {
     const priority = o.priority ?? 0;
     if (!Number.isInteger(priority) || priority < 0 || priority > 255) throw new RangeError(`priority is 0-255, not ${priority}`);
+    const rate = o.sampleRate ?? this.sampleRate;
+    if (!(rate >= 0 && rate <= 1)) throw new RangeError(`a sample rate is 0-1, not ${rate}`);
     const value = Buffer.alloc(8);
     value.writeUInt8(o.sampled === false ? 0 : FLAG_SAMPLED, 0);
     value.writeUInt8(priority, 1);
+    value.writeUInt32LE(rate >= 1 ? 0xffffffff : Math.floor(rate * 0xffffffff), 4);
     const keys = o.ports.map(portKey);
     for (const k of keys) this.shim.map('ingress_ports').update(k, value);
     debug('%s: mint on ingress at ports %o', by, o.ports);

@@ -47,6 +47,8 @@ export interface RunOptions {
   actorQueue?: number;
   /** How long actors may take to catch up after the command ended (ms, default 5000). */
   actorDrainMs?: number;
+  /** The fraction of traces minted on ingress that are sampled (default 1). */
+  sampleRate?: number;
   /** Serve the in-process SDK (default true). */
   sdk?: boolean;
   /** Called with each batch of events, e.g. by a test. */
@@ -162,7 +164,7 @@ export class Runtime {
       if (opts.sdk !== false) sdk = await SdkServer.listen(shim, cgroup);
 
       const ops = new Operations(shim, cgroup, registry, opts.record ?? newRecord());
-      const policy = new KernelPolicy(shim);
+      const policy = new KernelPolicy(shim, opts.sampleRate);
       const counters = () => result.counters ?? shimRef.counters(); // the final ones once the shim is closed
       const shimRef = shim;
       for (const a of actors) hosts.push(new ActorHost(a, actorContext(a, ops, policy, registry, counters), opts.actorQueue ?? 65536));

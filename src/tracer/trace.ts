@@ -66,6 +66,7 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
     res = await run({
       ...opts,
       record,
+      sampleRate: rate,
       actors: [tracerActor(store, runId, host, stats), ...(opts.actors ?? [])],
       onStart: (ctx) => {
         shim = ctx.shim;
