@@ -8,6 +8,7 @@
  *   outside   the shim loaded for another run's cgroup; this process outside it
  *   shim      propagation only (an unsampled record, no events)
  *   events    the shim with a sampled record: every causal change is an event
+ *   trace     `causeway trace`: those events stored by the tracer in SQLite
  * Then the actor runtime and the SDK: events per second delivered to an actor
  * (batch hook, and per-event hooks) while pipe ping-pong produces them as fast
  * as it can, and the SDK's cost per async context switch beside a bare
@@ -24,9 +25,10 @@ import { run } from '../src/runtime/runtime';
 import { newRecord } from '../src/record';
 import type { Actor } from '../src/actor/types';
 import { benchSdk } from './sdk';
+import { trace } from '../src/tracer/trace';
 
 const ROOT = path.join(__dirname, '..', '..');
-const CONFIGS = ['baseline', 'floor', 'outside', 'shim', 'events'] as const;
+const CONFIGS = ['baseline', 'floor', 'outside', 'shim', 'events', 'trace'] as const;
 type ConfigName = (typeof CONFIGS)[number];
 /** One benchmark: a pingpong.c mode; request/response ends share CPU 0, as DESIGN.md's floors were measured. */
 interface Bench {
@@ -127,6 +129,16 @@ async function measure(config: ConfigName, bin: string, b: Bench, secs: number, 
       }
       break;
     }
+    case 'trace': {
+      const db = path.join(path.dirname(out), 'bench-traces.db');
+      const res = await trace({ command: bin, args, db, trust: ['10.214.0.0/24'], summary: false, status: false });
+      fs.rmSync(db, { force: true });
+      fs.rmSync(db + '-wal', { force: true });
+      fs.rmSync(db + '-shm', { force: true });
+      if (res.status !== 0) throw new Error(`pingpong under the tracer exited with ${res.status}`);
+      if (res.stored === 0) throw new Error('the trace configuration stored no events');
+      break;
+    }
     case 'shim':
     case 'events': {
       let events = 0;
@@ -150,6 +162,9 @@ async function measure(config: ConfigName, bin: string, b: Bench, secs: number, 
 interface Extras {
   actors: { hook: string; eventsPerSec: number[]; delivered: number[]; ringbufDrops: number[]; actorDrops: number[] }[];
   sdk: { alsSwitchNs: number; sdkSwitchNs: number; syncNs: number; syncSameNs: number };
+  /** Events per second of wall time that `causeway trace` stored end to end, and ring buffer drops, per run. */
+  tracerStored: number[];
+  tracerDrops: number[];
 }
 
 /**
@@ -201,7 +216,7 @@ async function main() {
   const secs = quick ? 1 : 1.5;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'causeway-bench-'));
   const samples: Sample[] = [];
-  const extras: Extras = { actors: [], sdk: { alsSwitchNs: 0, sdkSwitchNs: 0, syncNs: 0, syncSameNs: 0 } };
+  const extras: Extras = { actors: [], sdk: { alsSwitchNs: 0, sdkSwitchNs: 0, syncNs: 0, syncSameNs: 0 }, tracerStored: [], tracerDrops: [] };
   const removeNamespaces = makeNamespaces();
   Object.assign(process.env, { PP_SERVER_NS: NS.server, PP_CLIENT_NS: NS.client, PP_ADDR: '' });
   try {
@@ -231,6 +246,16 @@ async function main() {
         process.stderr.write(`actor delivery (${hook}): ${d.rate.toFixed(0)} events/s, ${d.rb} ring buffer drops, ${d.dropped} actor drops\n`);
       }
       extras.actors.push(row);
+    }
+    for (let r = 0; r < (quick ? 2 : 3); r++) {
+      const db = path.join(dir, 'store-rate.db');
+      const start = process.hrtime.bigint();
+      const res = await trace({ command: bin, args: ['pipe', '1', quick ? '1' : '2', out, '-1'], db, summary: false, status: false });
+      const wall = Number(process.hrtime.bigint() - start) / 1e9;
+      fs.rmSync(db, { force: true });
+      extras.tracerStored.push(res.stored / wall);
+      extras.tracerDrops.push(res.counters?.ringbufDrops ?? 0);
+      process.stderr.write(`tracer: ${(res.stored / wall).toFixed(0)} events/s stored, ${res.counters?.ringbufDrops ?? 0} ring buffer drops\n`);
     }
     extras.sdk = await benchSdk();
     process.stderr.write(`sdk: ${JSON.stringify(extras.sdk)}\n`);
@@ -296,6 +321,9 @@ function summarize(samples: Sample[], rounds: number, secs: number, extras?: Ext
     const eventsVsFloor = added('events') / added('floor');
     const outsideVsFloor = added('outside') / added('floor');
     verdicts.push(
+      `- ${bench}: tracing (events stored in SQLite) adds ${added('trace').toFixed(0)} ns per round trip, ${(added('trace') - added('shim')).toFixed(0)} ns over propagation alone (${(med.trace! / med.shim!).toFixed(3)} of the propagation-only rate).`,
+    );
+    verdicts.push(
       `- ${bench}: shim (propagation only) adds ${shimVsFloor.toFixed(2)}x the floor's time (target <= 1.5: ${shimVsFloor <= 1.5 ? 'met' : 'NOT met'}); ` +
         `with events ${eventsVsFloor.toFixed(2)}x; a process outside the run pays ${outsideVsFloor.toFixed(2)}x the floor (target <= 1: ${outsideVsFloor <= 1.05 ? 'met, within noise' : 'NOT met'}).`,
     );
@@ -314,6 +342,11 @@ function summarize(samples: Sample[], rounds: number, secs: number, extras?: Ext
     for (const a of extras.actors)
       lines.push(
         `| ${a.hook === 'events' ? 'events(batch)' : 'one hook per event'} | ${median(a.eventsPerSec).toFixed(0)} | ${Math.min(...a.eventsPerSec).toFixed(0)}-${Math.max(...a.eventsPerSec).toFixed(0)} | ${a.ringbufDrops.join(', ')} | ${a.actorDrops.join(', ')} |`,
+      );
+    if (extras.tracerStored?.length)
+      lines.push(
+        '',
+        `The tracer end to end (\`causeway trace\`, pipe ping-pong as fast as it goes, events stored in SQLite): ${median(extras.tracerStored).toFixed(0)} events/s stored (runs: ${extras.tracerStored.map((x) => x.toFixed(0)).join(', ')}), ring buffer drops ${extras.tracerDrops.join(', ')}.`,
       );
     const s = extras.sdk;
     lines.push(

@@ -83,7 +83,7 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
   store.endRun(runId, res.status, res.counters);
   const traces = store.tracesOfRun(runId);
   const graphs = (): TraceGraph[] => traces.map((t) => buildGraph(t, store.events(t)));
-  process.stderr.write(
+  if (opts.summary !== false || stats.failed) process.stderr.write(
     `causeway: tracer stored ${stats.stored} events of ${traces.length} trace(s) in ${db}` +
       (stats.failed ? `; FAILED to store ${stats.failed}` : '') +
       `; peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB` +
