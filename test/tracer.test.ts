@@ -206,3 +206,16 @@ t.test('sampling decides at the root; unsampled records still propagate', { skip
   // Binomial(41, 0.5): outside 5..36 with probability below 1e-6.
   t.ok(minted >= 5 && minted <= 36, `about half of the minted traces were sampled and stored (${minted} of ${n + 1})`);
 });
+
+t.test('a status line on a terminal, none otherwise', { skip: skip ?? false }, async (t) => {
+  const db = path.join(tmpdir(t), 'traces.db');
+  const piped = await causeway(['trace', '--db', db, '--', 'sh', '-c', 'sleep 1.5; echo done']);
+  t.equal(piped.status, 0, piped.stderr);
+  t.notMatch(piped.stderr, /events\/s/, 'no status line when stderr is not a terminal');
+  // script(1) gives the command a pseudo-terminal.
+  const cmd = `${process.execPath} ${path.join(__dirname, '..', 'bin', 'causeway.js')} trace --db ${db} -- sh -c 'seq 1 3 | wc -l; sleep 2.5'`;
+  const { spawnSync } = await import('node:child_process');
+  const tty = spawnSync('script', ['-qefc', cmd, '/dev/null'], { encoding: 'utf8' });
+  t.equal(tty.status, 0, tty.stderr);
+  t.match(tty.stdout, /causeway trace: \d+ events\/s, \d+ stored, \d+ trace\(s\) in the database, 0 dropped/, 'on a terminal, the status line shows rate, traces and drops');
+});
