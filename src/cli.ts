@@ -216,9 +216,11 @@ export function program(): Command {
 
   cli
     .command('demo')
-    .description('run the built-in demo: a record rides through a shell pipeline')
+    .description('run the built-in demo: a traced multi-process system (pipe, UNIX socket, TCP between two namespaces)')
     .option('-e, --events <file>', 'also keep the events as JSON Lines')
-    .action(async (o: { events?: string }) => {
+    .option('--html <file>', 'the HTML report (default causeway-demo.html here)')
+    .option('--db <file>', 'the trace database (default: a fresh file in the temporary directory)')
+    .action(async (o: { events?: string; html?: string; db?: string }) => {
       process.exitCode = await runDemo(o);
     });
 
