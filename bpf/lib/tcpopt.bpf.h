@@ -122,6 +122,12 @@ static __always_inline void opt_reserve(struct bpf_sock_ops *skops)
 	ch = bpf_map_lookup_elem(&tcp_chans, &key);
 	if (!ch || !ch->head)
 		return;
+	/*
+	 * A tracked thread of this run reads this connection (same maps: the same
+	 * host and run): the sequence numbers already carry the record to it.
+	 */
+	if (ch->flags & CW_CHF_READ)
+		return;
 	if (!chan_trusted(ch, true)) {
 		if (!mss_probe)
 			count(ch->trust & CW_TRUST_OUT_STRIPPED ? CW_C_OPT_STRIPPED : CW_C_OPT_UNTRUSTED_OUT, 1);
