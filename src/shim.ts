@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { fromNative, NotSupportedError, TargetError } from './errors';
 import { trustKeys } from './trust';
+import { CHAN_BYTES, CHAN_SEG_OFFSET } from './runtime/operations';
 
 const debug = createDebug('causeway:shim');
 
@@ -92,7 +93,13 @@ export class Shim extends EventEmitter {
     super();
     const addon = native();
     const layout = addon.layout();
-    if (layout.event !== EVENT_BYTES || layout.record !== RECORD_BYTES || layout.counters !== COUNTER_NAMES.length)
+    if (
+      layout.event !== EVENT_BYTES ||
+      layout.record !== RECORD_BYTES ||
+      layout.counters !== COUNTER_NAMES.length ||
+      layout.chan !== CHAN_BYTES ||
+      layout.chanSeg !== CHAN_SEG_OFFSET
+    )
       throw new Error(`the addon and the TypeScript disagree on layouts (${JSON.stringify(layout)}): run \`npm run build\``);
     const ringbufBytes = opts.ringbufBytes ?? 1 << 22;
     if (ringbufBytes < 4096 || (ringbufBytes & (ringbufBytes - 1)) !== 0)

@@ -14,7 +14,7 @@ import ipaddr from 'ipaddr.js';
 import { RunCgroup } from '../cgroup';
 import { NotSupportedError, TargetError } from '../errors';
 import { CausalRecord, decodeRecord, encodeRecord, newRecord, RECORD_BYTES, RECORD_VERSION } from '../record';
-import { Shim, UserMap } from '../shim';
+import type { Shim, UserMap } from '../shim';
 import { FieldRegistry } from '../actor/fields';
 import { RecordPatch, Target } from '../actor/types';
 
