@@ -26,6 +26,7 @@ import { newRecord } from '../src/record';
 import type { Actor } from '../src/actor/types';
 import { benchSdk } from './sdk';
 import { trace } from '../src/tracer/trace';
+import { benchMemory } from './memory';
 
 const ROOT = path.join(__dirname, '..', '..');
 const CONFIGS = ['baseline', 'floor', 'outside', 'shim', 'events', 'trace'] as const;
@@ -33,7 +34,8 @@ type ConfigName = (typeof CONFIGS)[number];
 /** One benchmark: a pingpong.c mode; request/response ends share CPU 0, as DESIGN.md's floors were measured. */
 interface Bench {
   name: string;
-  mode: 'pipe' | 'unix' | 'tcp' | 'tcpns' | 'bulk';
+  /** A pingpong.c mode, or forkexec (bench/forkexec.c). */
+  mode: 'pipe' | 'unix' | 'tcp' | 'tcpns' | 'bulk' | 'forkexec';
   size: number;
   unit: string;
   pinned: boolean;
@@ -45,6 +47,7 @@ const BENCHES: Bench[] = [
   { name: 'TCP loopback request/response, 64 B', mode: 'tcp', size: 64, unit: 'round trips/s', pinned: true },
   { name: 'TCP across two namespaces, 64 B', mode: 'tcpns', size: 64, unit: 'round trips/s', pinned: true },
   { name: 'TCP loopback bulk, 64 KiB writes', mode: 'bulk', size: 65536, unit: 'MB/s', pinned: false },
+  { name: 'fork + exec + exit', mode: 'forkexec', size: 0, unit: 'processes/s', pinned: true },
 ];
 const CPU = '0';
 const NS = { server: `cwbench${process.pid}s`, client: `cwbench${process.pid}c`, addr: '10.214.0.2' };
@@ -86,9 +89,8 @@ interface Sample {
 }
 
 function compile(dir: string): string {
-  const bin = path.join(dir, 'pingpong');
-  execFileSync('cc', ['-O2', '-o', bin, path.join(ROOT, 'bench', 'pingpong.c')]);
-  return bin;
+  for (const prog of ['pingpong', 'forkexec']) execFileSync('cc', ['-O2', '-o', path.join(dir, prog), path.join(ROOT, 'bench', `${prog}.c`)]);
+  return path.join(dir, 'pingpong');
 }
 
 async function spawnWait(cmd: string, args: string[]): Promise<void> {
@@ -97,8 +99,10 @@ async function spawnWait(cmd: string, args: string[]): Promise<void> {
   if (code !== 0) throw new Error(`${cmd} exited with ${code}`);
 }
 
-async function measure(config: ConfigName, bin: string, b: Bench, secs: number, out: string): Promise<number> {
-  const args = [b.mode, String(b.size), String(secs), out, b.pinned ? CPU : '-1'];
+async function measure(config: ConfigName, pingpong: string, b: Bench, secs: number, out: string): Promise<number> {
+  const cpu = b.pinned ? CPU : '-1';
+  const bin = b.mode === 'forkexec' ? path.join(path.dirname(pingpong), 'forkexec') : pingpong;
+  const args = b.mode === 'forkexec' ? [String(secs), out, cpu] : [b.mode, String(b.size), String(secs), out, cpu];
   switch (config) {
     case 'baseline':
       await spawnWait(bin, args);
@@ -165,6 +169,10 @@ interface Extras {
   /** Events per second of wall time that `causeway trace` stored end to end, and ring buffer drops, per run. */
   tracerStored: number[];
   tracerDrops: number[];
+  /** bench/memory.ts: its JSON and its markdown section. */
+  memory?: { json: unknown; md: string };
+  /** bench/app: the three-tier application benchmark. */
+  app?: { json: unknown; md: string };
 }
 
 /**
@@ -258,6 +266,9 @@ async function main() {
       process.stderr.write(`tracer: ${(res.stored / wall).toFixed(0)} events/s stored, ${res.counters?.ringbufDrops ?? 0} ring buffer drops\n`);
     }
     extras.sdk = await benchSdk();
+    process.stderr.write('memory: kernel maps per thread/pipe/connection, and the runtime with 10,000 connections\n');
+    const mem = await benchMemory();
+    extras.memory = { json: mem.json, md: mem.md };
     process.stderr.write(`sdk: ${JSON.stringify(extras.sdk)}\n`);
   } finally {
     removeNamespaces();
@@ -280,7 +291,7 @@ function summarize(samples: Sample[], rounds: number, secs: number, extras?: Ext
     'Ratios are to the baseline of this same invocation. The floor is the tracepoint hooks with empty programs',
     '(it has no sockops program; the shim adds one on its own cgroup for TCP).',
     '',
-    '| benchmark | configuration | median | spread | ratio to baseline | added ns per round trip |',
+    '| benchmark | configuration | median | spread | ratio to baseline | added ns per round trip (or process) |',
     '|---|---|---|---|---|---|',
   ];
   const json: Record<string, unknown>[] = [];
@@ -360,6 +371,8 @@ function summarize(samples: Sample[], rounds: number, secs: number, extras?: Ext
       'sync() runs only where Node hands bytes to the kernel (a socket write, a spawn), not per async switch.',
       '',
     );
+    if (extras.memory) lines.push(extras.memory.md, '');
+    if (extras.app) lines.push(extras.app.md, '');
   }
   return { md: lines.join('\n'), json: { machine: machine(), rounds, seconds: secs, results: json, extras } };
 }
