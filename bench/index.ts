@@ -27,6 +27,7 @@ import type { Actor } from '../src/actor/types';
 import { benchSdk } from './sdk';
 import { trace } from '../src/tracer/trace';
 import { benchMemory } from './memory';
+import { benchApp } from './app';
 
 const ROOT = path.join(__dirname, '..', '..');
 const CONFIGS = ['baseline', 'floor', 'outside', 'shim', 'events', 'trace'] as const;
@@ -269,6 +270,9 @@ async function main() {
     process.stderr.write('memory: kernel maps per thread/pipe/connection, and the runtime with 10,000 connections\n');
     const mem = await benchMemory();
     extras.memory = { json: mem.json, md: mem.md };
+    process.stderr.write('application: load generator -> front -> back -> Redis, four ways\n');
+    const app = await benchApp({ quick });
+    extras.app = { json: app.json, md: app.md };
     process.stderr.write(`sdk: ${JSON.stringify(extras.sdk)}\n`);
   } finally {
     removeNamespaces();

@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: the BPF toolchain, libbpf, what node-gyp needs, and what the
-# tests use (tcpdump; chromium renders the tracer's HTML report).
-pkgs=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev make g++ python3 pkg-config iproute2 curl tcpdump chromium)
+# tests use (tcpdump; chromium renders the tracer's HTML report), and the
+# application benchmark's data store (redis-server, bench/app).
+pkgs=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev make g++ python3 pkg-config iproute2 curl tcpdump chromium redis-server)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
