@@ -68,7 +68,7 @@ export class TraceStore {
     this.db = db;
     this.insertEvent = db.prepare(
       `INSERT OR IGNORE INTO events (trace, id, type, ts, host, pid, tid, comm, parents, channel, bytes, priority, extra, run)
-       VALUES (@trace, @id, @type, @ts, @host, @pid, @tid, @comm, @parents, @channel, @bytes, @priority, @extra, @run)`,
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     this.upsertTrace = db.prepare(
       `INSERT INTO traces (id, start, end, events, first_run) VALUES (@id, @start, @end, @n, @run)
@@ -77,22 +77,23 @@ export class TraceStore {
     this.insertBatch = db.transaction((events: TraceEvent[], run: number) => {
       const perTrace = new Map<string, { start: bigint; end: bigint; n: number }>();
       for (const e of events) {
-        const r = this.insertEvent.run({
-          trace: e.trace,
-          id: e.id,
-          type: e.type,
-          ts: e.ts,
-          host: e.host,
-          pid: e.pid,
-          tid: e.tid,
-          comm: e.comm,
-          parents: JSON.stringify(e.parents),
-          channel: e.channel ? JSON.stringify(e.channel) : null,
-          bytes: e.bytes,
-          priority: e.priority,
-          extra: extraOf(e),
+        // Positional parameters: binding by name costs more per row.
+        const r = this.insertEvent.run(
+          e.trace,
+          e.id,
+          e.type,
+          e.ts,
+          e.host,
+          e.pid,
+          e.tid,
+          e.comm,
+          JSON.stringify(e.parents),
+          e.channel ? JSON.stringify(e.channel) : null,
+          e.bytes,
+          e.priority,
+          extraOf(e),
           run,
-        });
+        );
         if (r.changes === 0) continue; // stored already (the same event exported twice)
         const t = perTrace.get(e.trace);
         if (!t) perTrace.set(e.trace, { start: e.ts, end: e.ts, n: 1 });
