@@ -28,6 +28,7 @@ import { benchSdk } from './sdk';
 import { trace } from '../src/tracer/trace';
 import { benchMemory } from './memory';
 import { benchApp } from './app';
+import { median, machine } from './common';
 
 const ROOT = path.join(__dirname, '..', '..');
 const CONFIGS = ['baseline', 'floor', 'outside', 'shim', 'events', 'trace'] as const;
@@ -195,16 +196,6 @@ async function actorDelivery(bin: string, out: string, secs: number, hook: 'even
   return { rate: stats.delivered / wall, delivered: stats.delivered, rb: res.counters?.ringbufDrops ?? 0, dropped: stats.dropped };
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-function machine(): string {
-  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
-  return `${cpu}, ${os.cpus().length} CPUs, Linux ${os.release()}, Node ${process.version}`;
-}
 
 /** --from-json: rewrite BENCHMARKS.md from the samples in BENCHMARKS.json, measuring nothing. */
 function fromJson(): void {

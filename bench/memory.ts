@@ -22,6 +22,7 @@ import { execFileSync, spawn, ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { cgroup2Mount, runsRoot } from '../src/cgroup';
 import { native } from '../src/native';
+import { pidAlive } from '../src/cgroup';
 
 const ROOT = path.join(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'bin', 'causeway.js');
@@ -76,14 +77,6 @@ interface Memcgs {
   remove(): Promise<void>;
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Removes the memory cgroups a dead benchMemory() left in parent. */
 function sweep(parent: string): void {

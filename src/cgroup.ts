@@ -33,7 +33,8 @@ export function runsRoot(mount: string): string {
   return path.join(mount, 'causeway');
 }
 
-function pidAlive(pid: number): boolean {
+/** Whether a process exists (EPERM: it does, owned by someone else). */
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

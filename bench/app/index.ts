@@ -38,6 +38,7 @@ import { DROP_COUNTERS, Counters } from '../../src/shim';
 import { TraceStore } from '../../src/tracer/store';
 import { buildGraph } from '../../src/tracer/graph';
 import Database from 'better-sqlite3';
+import { median, machine } from '../common';
 
 /** Where the JS programs are: bench/app in the source tree (this file runs from dist/bench/app). */
 const APP = path.join(__dirname, '..', '..', '..', 'bench', 'app');
@@ -381,16 +382,6 @@ async function measure(config: AppConfig, round: number, ctx: RunCtx): Promise<S
   }
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-function machine(): string {
-  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
-  return `${cpu}, ${os.cpus().length} CPUs, Linux ${os.release()}, Node ${process.version}`;
-}
 
 /** Runs the application benchmark; see the file's comment. */
 export async function benchApp(opts: AppOptions): Promise<AppResult> {
