@@ -8,7 +8,8 @@
  *   meta(key, value)            schema_version
  *   runs(id, host, command, started, ended, status, counters)
  *   traces(id, start, end, events)               one row per trace, kept up to date per batch
- *   events(trace, id, type, ts, host, pid, tid, comm, parents, channel, bytes, priority, extra, run)
+ *   events(trace, id, type, ts, host, pid, tid, comm, parents, channel, bytes, priority, extra, run),
+ *     appended in arrival order, indexed by (trace, ts) and by run
  * Times are nanoseconds since the Unix epoch (INTEGER); parents, channel and
  * extra (path, exit code, signal, child, minted) are JSON.
  */
@@ -67,7 +68,7 @@ export class TraceStore {
     this.file = file;
     this.db = db;
     this.insertEvent = db.prepare(
-      `INSERT OR IGNORE INTO events (trace, id, type, ts, host, pid, tid, comm, parents, channel, bytes, priority, extra, run)
+      `INSERT INTO events (trace, id, type, ts, host, pid, tid, comm, parents, channel, bytes, priority, extra, run)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     this.upsertTrace = db.prepare(
@@ -78,7 +79,7 @@ export class TraceStore {
       const perTrace = new Map<string, { start: bigint; end: bigint; n: number }>();
       for (const e of events) {
         // Positional parameters: binding by name costs more per row.
-        const r = this.insertEvent.run(
+        this.insertEvent.run(
           e.trace,
           e.id,
           e.type,
@@ -94,7 +95,6 @@ export class TraceStore {
           extraOf(e),
           run,
         );
-        if (r.changes === 0) continue; // stored already (the same event exported twice)
         const t = perTrace.get(e.trace);
         if (!t) perTrace.set(e.trace, { start: e.ts, end: e.ts, n: 1 });
         else {
@@ -208,7 +208,9 @@ function migrate(db: Database.Database, file: string, readonly: boolean): number
       CREATE TABLE events (trace TEXT NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, ts INTEGER NOT NULL, host TEXT NOT NULL,
                            pid INTEGER NOT NULL, tid INTEGER NOT NULL, comm TEXT NOT NULL, parents TEXT NOT NULL,
                            channel TEXT, bytes INTEGER NOT NULL, priority INTEGER NOT NULL, extra TEXT,
-                           run INTEGER REFERENCES runs(id), PRIMARY KEY (trace, id)) WITHOUT ROWID;
+                           run INTEGER REFERENCES runs(id));
+      -- Appended in arrival order (rowid): random event ids as the key would touch a page per row.
+      CREATE INDEX events_trace ON events (trace, ts);
       CREATE INDEX events_run ON events (run);
       INSERT INTO meta VALUES ('schema_version', '${SCHEMA_VERSION}');
     `);
