@@ -20,9 +20,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync, spawn, ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { cgroup2Mount, runsRoot } from '../src/cgroup';
-import { native } from '../src/native';
-import { pidAlive } from '../src/cgroup';
+import { cgroup2Mount, runsRoot } from '../src/kernel/cgroup';
+import { native } from '../src/kernel/native';
+import { pidAlive } from '../src/kernel/cgroup';
 
 const ROOT = path.join(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'bin', 'causeway.js');

@@ -13,7 +13,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import * as sdk from '../src/sdk';
 import { SDK_SLOT_BYTES, SDK_SLOTS } from '../src/sdk/slot';
-import { newRecord } from '../src/record';
+import { newRecord } from '../src/kernel/record';
 
 const ROUNDS = 7;
 const CHAINS = 100;

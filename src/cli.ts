@@ -9,8 +9,8 @@ import { renderTree } from './tracer/tree';
 import { renderHtml } from './tracer/html';
 import { runChecks, report } from './doctor';
 import { runDemo } from './demo';
-import { newRecord } from './record';
-import { parseTrust } from './trust';
+import { newRecord } from './kernel/record';
+import { parseTrust } from './kernel/trust';
 import { CausewayError } from './errors';
 
 function intArg(min: number, max: number) {

@@ -4,9 +4,9 @@
  */
 import fs from 'node:fs';
 import os from 'node:os';
-import { cgroup2Mount, RunCgroup } from './cgroup';
-import { native } from './native';
-import { Floor, Shim } from './shim';
+import { cgroup2Mount, RunCgroup } from './kernel/cgroup';
+import { native } from './kernel/native';
+import { Floor, Shim } from './kernel/shim';
 
 export interface Check {
   name: string;

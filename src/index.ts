@@ -1,6 +1,6 @@
 /** causeway as a library: the runtime and its actor API, the shim, the record codec and events. */
-export { Shim, Floor, COUNTER_NAMES, DROP_COUNTERS, DEFAULT_OPT_KIND, DEFAULT_OPT_EXID } from './shim';
-export type { Counters, ShimOptions } from './shim';
+export { Shim, Floor, COUNTER_NAMES, DROP_COUNTERS, DEFAULT_OPT_KIND, DEFAULT_OPT_EXID } from './kernel/shim';
+export type { Counters, ShimOptions } from './kernel/shim';
 export { run, Runtime, resolveCommand, summaryLine } from './runtime/runtime';
 export type { RunOptions, RunResult } from './runtime/runtime';
 export type { Actor, ActorContext, Target, RecordPatch, JoinRule, PolicyApi, HookName } from './actor/types';
@@ -9,7 +9,7 @@ export { loadActor, parseActorSpec } from './actor/load';
 export { FieldRegistry, FieldLayoutError } from './actor/fields';
 export type { FieldDecl, FieldType, FieldValue } from './actor/fields';
 export type { ActorStats } from './runtime/dispatch';
-export { RunCgroup, cgroup2Mount } from './cgroup';
+export { RunCgroup, cgroup2Mount } from './kernel/cgroup';
 export {
   newRecord,
   newTraceId,
@@ -19,11 +19,11 @@ export {
   RECORD_BYTES,
   RECORD_VERSION,
   ACTOR_BYTES,
-} from './record';
-export type { CausalRecord } from './record';
-export { decodeEvents, eventToJson, channelName } from './events';
-export { parseTrust, DEFAULT_TRUST } from './trust';
-export type { CausalEvent, Channel, EventType } from './events';
+} from './kernel/record';
+export type { CausalRecord } from './kernel/record';
+export { decodeEvents, eventToJson, channelName } from './kernel/events';
+export { parseTrust, DEFAULT_TRUST } from './kernel/trust';
+export type { CausalEvent, Channel, EventType } from './kernel/events';
 export { runChecks } from './doctor';
 export type { Check } from './doctor';
 export { CausewayError, NotSupportedError, PermissionError, TargetError } from './errors';

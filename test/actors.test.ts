@@ -10,8 +10,8 @@ import path from 'node:path';
 import { bpfUnavailable, causeway, readEvents, tmpdir, waitFor } from './helpers';
 import { run } from '../src/runtime/runtime';
 import { Actor, ActorContext, channelTarget } from '../src/actor/types';
-import { CausalEvent } from '../src/events';
-import { CausalRecord, newRecord } from '../src/record';
+import { CausalEvent } from '../src/kernel/events';
+import { CausalRecord, newRecord } from '../src/kernel/record';
 
 const skip = bpfUnavailable();
 const FIXTURES = path.join(__dirname, 'fixtures');

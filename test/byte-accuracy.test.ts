@@ -11,9 +11,9 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { bpfUnavailable, tmpdir } from './helpers';
 import { run } from '../src/runtime/runtime';
-import { newRecord } from '../src/record';
-import type { CausalEvent, Channel } from '../src/events';
-import { DROP_COUNTERS, type Shim } from '../src/shim';
+import { newRecord } from '../src/kernel/record';
+import type { CausalEvent, Channel } from '../src/kernel/events';
+import { DROP_COUNTERS, type Shim } from '../src/kernel/shim';
 
 const skip = bpfUnavailable();
 const FIXTURES = path.join(__dirname, 'fixtures');

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { BIN, bpfUnavailable, pidAlive, tmpdir, waitFor } from './helpers';
-import { cgroup2Mount, runsRoot } from '../src/cgroup';
+import { cgroup2Mount, runsRoot } from '../src/kernel/cgroup';
 
 const skip = bpfUnavailable();
 

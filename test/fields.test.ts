@@ -1,6 +1,6 @@
 import t from 'tap';
 import { FieldLayoutError, FieldRegistry, type FieldDecl, type FieldSlot, type FieldValue } from '../src/actor/fields';
-import { ACTOR_BYTES } from '../src/record';
+import { ACTOR_BYTES } from '../src/kernel/record';
 import { CausewayError } from '../src/errors';
 
 const TRACER: FieldDecl[] = [

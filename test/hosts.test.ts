@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { bpfUnavailable, causeway, EventJson, readEvents, tmpdir, waitFor } from './helpers';
 import { makeHosts, subnet, subnet6, Host } from './netns';
 import { readTcpPackets } from './pcap';
-import { newTraceId } from '../src/record';
+import { newTraceId } from '../src/kernel/record';
 import fs from 'node:fs';
 
 const skip = bpfUnavailable();

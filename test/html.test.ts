@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { buildGraph, TraceEvent, TraceGraph } from '../src/tracer/graph';
 import { renderHtml, scriptJson, HTML_LIMITS } from '../src/tracer/html';
-import type { Channel } from '../src/events';
+import type { Channel } from '../src/kernel/events';
 
 const CHROMIUM = '/usr/bin/chromium';
 const T0 = 1_790_000_000_000_000_000n;

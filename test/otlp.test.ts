@@ -14,7 +14,7 @@ import http from 'node:http';
 import net, { AddressInfo } from 'node:net';
 import { buildGraph, Span, TraceEvent, TraceGraph } from '../src/tracer/graph';
 import { exportOtlp, OTLP_BATCH_SPANS, tracesUrl } from '../src/tracer/otlp';
-import type { Channel, EventType } from '../src/events';
+import type { Channel, EventType } from '../src/kernel/events';
 
 // --- synthetic traces -------------------------------------------------------
 

@@ -7,7 +7,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { bpfUnavailable, causeway, EventJson, readEvents, tmpdir } from './helpers';
-import { newTraceId } from '../src/record';
+import { newTraceId } from '../src/kernel/record';
 
 const skip = bpfUnavailable();
 

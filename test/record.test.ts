@@ -1,6 +1,6 @@
 import t from 'tap';
-import { decodeRecord, encodeRecord, newRecord, RECORD_BYTES, ACTOR_BYTES } from '../src/record';
-import { native } from '../src/native';
+import { decodeRecord, encodeRecord, newRecord, RECORD_BYTES, ACTOR_BYTES } from '../src/kernel/record';
+import { native } from '../src/kernel/native';
 
 t.test('a record survives encode and decode', async (t) => {
   for (let i = 0; i < 200; i++) {

@@ -15,9 +15,9 @@ import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '
 import * as sdk from '../src/sdk';
 import { CausewayContextManager, kernelSpanContext } from '../src/sdk/otel';
 import { SDK_SLOT_BYTES, SDK_SLOTS, SdkNative } from '../src/sdk/slot';
-import { native } from '../src/native';
+import { native } from '../src/kernel/native';
 import { tmpdir } from './helpers';
-import { CausalRecord, decodeRecord, encodeRecord, newRecord } from '../src/record';
+import { CausalRecord, decodeRecord, encodeRecord, newRecord } from '../src/kernel/record';
 import { FieldRegistry } from '../src/actor/fields';
 
 delete process.env[sdk.SOCKET_ENV];

@@ -11,9 +11,9 @@ import net from 'node:net';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { bpfUnavailable, causeway, EventJson, readEvents, ROOT, tmpdir, waitFor } from './helpers';
-import { newTraceId } from '../src/record';
+import { newTraceId } from '../src/kernel/record';
 import { run } from '../src/runtime/runtime';
-import type { CausalEvent } from '../src/events';
+import type { CausalEvent } from '../src/kernel/events';
 import { FieldRegistry } from '../src/actor/fields';
 
 const skip = bpfUnavailable();

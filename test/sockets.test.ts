@@ -6,7 +6,7 @@
 import t from 'tap';
 import path from 'node:path';
 import { bpfUnavailable, causeway, EventJson, readEvents, tmpdir } from './helpers';
-import { newTraceId } from '../src/record';
+import { newTraceId } from '../src/kernel/record';
 
 const skip = bpfUnavailable();
 const FIXTURES = path.join(__dirname, 'fixtures');

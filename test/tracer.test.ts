@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { bpfUnavailable, causeway, tmpdir } from './helpers';
 import { makeHosts, subnet } from './netns';
-import { newTraceId } from '../src/record';
+import { newTraceId } from '../src/kernel/record';
 
 const skip = bpfUnavailable();
 const FIXTURES = path.join(__dirname, 'fixtures');

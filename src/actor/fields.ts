@@ -1,7 +1,7 @@
 /**
  * The actor-area field registry: meta-applications ("actors") declare named,
  * typed fields, and the registry lays them out in the 32-byte actor area of
- * every causal record (src/record.ts) so that actors never collide.
+ * every causal record (src/kernel/record.ts) so that actors never collide.
  *
  * Layout rules (a contract: other processes rebuild the same layout, or are
  * handed it through layout()/fromLayout()):
@@ -22,7 +22,7 @@
  * layout() lists the slots in order of actor name, then declaration order.
  */
 import { CausewayError } from '../errors';
-import { ACTOR_BYTES } from '../record';
+import { ACTOR_BYTES } from '../kernel/record';
 
 export type FieldType = 'u8' | 'u16' | 'u32' | 'u64' | 'flag';
 

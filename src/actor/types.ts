@@ -8,9 +8,9 @@
  * (the join rule, minting records on ingress, stripping on egress) is
  * kernel-side policy that an actor sets through ctx.policy, usually in start().
  */
-import type { CausalEvent, Channel } from '../events';
-import type { CausalRecord } from '../record';
-import type { Counters } from '../shim';
+import type { CausalEvent, Channel } from '../kernel/events';
+import type { CausalRecord } from '../kernel/record';
+import type { Counters } from '../kernel/shim';
 import type { FieldDecl, FieldValue } from './fields';
 
 export type HookName = 'fork' | 'exec' | 'exit' | 'send' | 'recv' | 'join' | 'ingress';

@@ -17,7 +17,7 @@
  */
 import fs from 'node:fs';
 import type { Actor, ActorContext } from '../actor/types';
-import type { CausalEvent } from '../events';
+import type { CausalEvent } from '../kernel/events';
 import { CausewayError } from '../errors';
 
 export interface TenantUsage {

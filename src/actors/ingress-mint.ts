@@ -14,7 +14,7 @@
  */
 import type { Actor } from '../actor/types';
 import { CausewayError } from '../errors';
-import { channelName } from '../events';
+import { channelName } from '../kernel/events';
 
 export function ingressMint(options: Record<string, unknown>): Actor & { minted: string[] } {
   const ports = ([] as unknown[]).concat(options.ports ?? []).map(Number);

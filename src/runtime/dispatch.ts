@@ -6,7 +6,7 @@
  * here ever blocks the shim or the traced programs.
  */
 import createDebug from 'debug';
-import type { CausalEvent } from '../events';
+import type { CausalEvent } from '../kernel/events';
 import type { Actor, ActorContext, Hook, HookName } from '../actor/types';
 
 const debug = createDebug('causeway:dispatch');

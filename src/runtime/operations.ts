@@ -11,25 +11,25 @@
  */
 import fs from 'node:fs';
 import ipaddr from 'ipaddr.js';
-import { RunCgroup } from '../cgroup';
+import { RunCgroup } from '../kernel/cgroup';
 import { NotSupportedError, TargetError } from '../errors';
-import { CausalRecord, decodeRecord, encodeRecord, newRecord, RECORD_BYTES, RECORD_VERSION } from '../record';
-import type { Shim, UserMap } from '../shim';
+import { CausalRecord, decodeRecord, encodeRecord, newRecord, RECORD_VERSION } from '../kernel/record';
+import {
+  CHAN_KIND_FIFO,
+  CHAN_KIND_PIPE,
+  CHAN_KIND_TCP,
+  CHAN_OFF_HEAD,
+  CHAN_OFF_KIND,
+  CHAN_OFF_RD,
+  CHAN_OFF_WR,
+  CHAN_SEG_OFFSET,
+  CHAN_SEGS,
+  SEG_BYTES,
+  SEG_REC_OFFSET,
+} from '../kernel/channel';
+import type { Shim, UserMap } from '../kernel/shim';
 import { FieldRegistry } from '../actor/fields';
 import { RecordPatch, Target } from '../actor/types';
-
-/* struct cw_chan (bpf/causeway.h); checked against the addon's layout() by the runtime. */
-export const CHAN_BYTES = 1304;
-export const CHAN_SEG_OFFSET = 152;
-const SEG_BYTES = 8 + RECORD_BYTES;
-const SEGS = 16;
-const OFF_WR = 0;
-const OFF_RD = 8;
-const OFF_HEAD = 72;
-const OFF_KIND = 76;
-const KIND_PIPE = 1;
-const KIND_FIFO = 2;
-const KIND_TCP = 4;
 
 /** A record changed by a patch; fields are the named actor's. */
 export function applyPatch(rec: CausalRecord, patch: RecordPatch, registry: FieldRegistry, actor: string): CausalRecord {
@@ -131,21 +131,21 @@ export class Operations {
       // An idle channel: what is read next carries the new record, from the read offset on.
       const rec = change(null);
       if (!rec) return;
-      const head = v.readUInt32LE(OFF_HEAD);
-      const idx = head % SEGS;
-      v.writeBigUInt64LE(v.readBigUInt64LE(OFF_RD), CHAN_SEG_OFFSET + idx * SEG_BYTES);
-      encodeRecord(rec, v, CHAN_SEG_OFFSET + idx * SEG_BYTES + 8);
-      v.writeUInt32LE(head + 1, OFF_HEAD);
+      const head = v.readUInt32LE(CHAN_OFF_HEAD);
+      const idx = head % CHAN_SEGS;
+      v.writeBigUInt64LE(v.readBigUInt64LE(CHAN_OFF_RD), CHAN_SEG_OFFSET + idx * SEG_BYTES);
+      encodeRecord(rec, v, CHAN_SEG_OFFSET + idx * SEG_BYTES + SEG_REC_OFFSET);
+      v.writeUInt32LE(head + 1, CHAN_OFF_HEAD);
     } else {
       for (const i of pending) {
         const rec = change(recordAt(v, i));
-        if (rec) encodeRecord(rec, v, CHAN_SEG_OFFSET + i * SEG_BYTES + 8);
+        if (rec) encodeRecord(rec, v, CHAN_SEG_OFFSET + i * SEG_BYTES + SEG_REC_OFFSET);
       }
     }
     // Keep the byte accounting the kernel did meanwhile.
     const fresh = t.map.lookup(ch.key);
     if (fresh) {
-      fresh.copy(v, OFF_WR, OFF_WR, OFF_RD + 8);
+      fresh.copy(v, CHAN_OFF_WR, CHAN_OFF_WR, CHAN_OFF_RD + 8);
     }
     t.map.update(ch.key, v, 2 /* BPF_EXIST */);
   }
@@ -178,7 +178,7 @@ export class Operations {
     }
     if ('pipe' in target) {
       const dev = parseDev(target.pipe.dev);
-      return { kind: 'channel', map: this.shim.map('chans'), keys: [chanKey(target.pipe.ino, dev, KIND_PIPE), chanKey(target.pipe.ino, dev, KIND_FIFO)] };
+      return { kind: 'channel', map: this.shim.map('chans'), keys: [chanKey(target.pipe.ino, dev, CHAN_KIND_PIPE), chanKey(target.pipe.ino, dev, CHAN_KIND_FIFO)] };
     }
     if ('tcp' in target) return { kind: 'channel', map: this.shim.map('tcp_chans'), keys: [tcpKey(target.tcp.from, target.tcp.to)] };
     throw new TypeError(`not a target: ${JSON.stringify(target)}`);
@@ -203,7 +203,7 @@ export class Operations {
     }
     if (st.isFIFO()) {
       const dev = kernelDev(st.dev);
-      const kind = dest.startsWith('pipe:') ? KIND_PIPE : KIND_FIFO;
+      const kind = dest.startsWith('pipe:') ? CHAN_KIND_PIPE : CHAN_KIND_FIFO;
       return { kind: 'channel', map: this.shim.map('chans'), keys: [chanKey(Number(st.ino), dev, kind)] };
     }
     const m = /^socket:\[(\d+)\]$/.exec(dest);
@@ -295,7 +295,7 @@ function procEndpoint(s: string): string {
 }
 
 function recordAt(v: Buffer, seg: number): CausalRecord | null {
-  const rec = decodeRecord(v, CHAN_SEG_OFFSET + seg * SEG_BYTES + 8);
+  const rec = decodeRecord(v, CHAN_SEG_OFFSET + seg * SEG_BYTES + SEG_REC_OFFSET);
   return rec.version === RECORD_VERSION ? rec : null;
 }
 
@@ -307,16 +307,16 @@ function offDiff(tcp: boolean, a: bigint, b: bigint): bigint {
 
 /** Ring indexes of the segments that cover bytes not read yet, oldest first. */
 function pendingSegs(v: Buffer): number[] {
-  const head = v.readUInt32LE(OFF_HEAD);
-  const tcp = v.readUInt16LE(OFF_KIND) === KIND_TCP;
-  const rd = v.readBigUInt64LE(OFF_RD);
-  const wr = v.readBigUInt64LE(OFF_WR);
-  const n = Math.min(head, SEGS);
+  const head = v.readUInt32LE(CHAN_OFF_HEAD);
+  const tcp = v.readUInt16LE(CHAN_OFF_KIND) === CHAN_KIND_TCP;
+  const rd = v.readBigUInt64LE(CHAN_OFF_RD);
+  const wr = v.readBigUInt64LE(CHAN_OFF_WR);
+  const n = Math.min(head, CHAN_SEGS);
   const out: number[] = [];
   for (let k = n; k >= 1; k--) {
-    const idx = (head - k) % SEGS;
+    const idx = (head - k) % CHAN_SEGS;
     const start = v.readBigUInt64LE(CHAN_SEG_OFFSET + idx * SEG_BYTES);
-    const newer = k > 1 ? v.readBigUInt64LE(CHAN_SEG_OFFSET + ((head - k + 1) % SEGS) * SEG_BYTES) : null;
+    const newer = k > 1 ? v.readBigUInt64LE(CHAN_SEG_OFFSET + ((head - k + 1) % CHAN_SEGS) * SEG_BYTES) : null;
     // Pending: some of its bytes are written and not read. A segment ends where the next one
     // starts; the newest ends at the write offset (TCP: unknown here, so it counts as pending).
     const end = newer ?? (tcp ? null : wr);
@@ -331,8 +331,8 @@ function pendingSegs(v: Buffer): number[] {
 function readableSeg(v: Buffer): number | null {
   const pending = pendingSegs(v);
   if (pending.length === 0) return null;
-  const tcp = v.readUInt16LE(OFF_KIND) === KIND_TCP;
-  const rd = v.readBigUInt64LE(OFF_RD);
+  const tcp = v.readUInt16LE(CHAN_OFF_KIND) === CHAN_KIND_TCP;
+  const rd = v.readBigUInt64LE(CHAN_OFF_RD);
   let best: number | null = null;
   for (const i of pending) if (offDiff(tcp, v.readBigUInt64LE(CHAN_SEG_OFFSET + i * SEG_BYTES), rd) <= 0n) best = i;
   return best ?? pending[0];

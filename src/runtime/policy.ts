@@ -10,9 +10,9 @@
  * strips (records still go only to trusted networks).
  */
 import createDebug from 'debug';
-import type { Shim } from '../shim';
+import type { Shim } from '../kernel/shim';
 import type { JoinRule, PolicyApi } from '../actor/types';
-import { FLAG_SAMPLED } from '../record';
+import { FLAG_SAMPLED } from '../kernel/record';
 
 const debug = createDebug('causeway:policy');
 

@@ -13,9 +13,9 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import createDebug from 'debug';
-import { native } from '../native';
-import type { Shim } from '../shim';
-import type { RunCgroup } from '../cgroup';
+import { native } from '../kernel/native';
+import type { Shim } from '../kernel/shim';
+import type { RunCgroup } from '../kernel/cgroup';
 
 const debug = createDebug('causeway:sdk-server');
 

@@ -29,11 +29,11 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { syncBuiltinESMExports } from 'node:module';
 import { threadId } from 'node:worker_threads';
-import { CausalRecord, newRecord } from '../record';
+import { CausalRecord, newRecord } from '../kernel/record';
 import { FieldLayoutError, FieldRegistry, FieldValue } from '../actor/fields';
 import { attachSlot, encoded, SdkSlot } from './slot';
 
-export type { CausalRecord } from '../record';
+export type { CausalRecord } from '../kernel/record';
 export type { FieldValue } from '../actor/fields';
 
 /** The environment variable, set by `causeway run`, that names the runtime's SDK socket. */

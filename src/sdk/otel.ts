@@ -19,7 +19,7 @@
  */
 import { Context, isSpanContextValid, SpanContext, trace, TraceFlags } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { ACTOR_BYTES, CausalRecord, newEventId, RECORD_VERSION } from '../record';
+import { ACTOR_BYTES, CausalRecord, newEventId, RECORD_VERSION } from '../kernel/record';
 import { current, run, runRecord } from './index';
 
 const spanContexts = new WeakMap<CausalRecord, SpanContext | null>();

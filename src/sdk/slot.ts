@@ -15,8 +15,8 @@
  * exec; only the owning thread writes them, so there is no lock. Only the
  * thread that owns the slot may use an SdkSlot over it.
  */
-import { CausalRecord, decodeRecord, encodeRecord, RECORD_BYTES } from '../record';
-import { native } from '../native';
+import { CausalRecord, decodeRecord, encodeRecord, RECORD_BYTES } from '../kernel/record';
+import { native } from '../kernel/native';
 import { CausewayError } from '../errors';
 
 export const SDK_SLOTS = 16;

@@ -4,7 +4,7 @@
  * grow with the number of events or traces (the store holds them).
  */
 import type { Actor } from '../actor/types';
-import type { CausalEvent } from '../events';
+import type { CausalEvent } from '../kernel/events';
 import type { TraceEvent } from './graph';
 import type { TraceStore } from './store';
 

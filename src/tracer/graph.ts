@@ -10,7 +10,7 @@
  * send events whose bytes it read; the hop's latency is the time between the
  * send's publication and the read.
  */
-import type { Channel, EventType } from '../events';
+import type { Channel, EventType } from '../kernel/events';
 
 /** One stored event (the JSON form of docs/events.md, with ts as bigint and the host that saw it). */
 export interface TraceEvent {

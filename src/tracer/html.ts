@@ -9,7 +9,7 @@
  * inline script builds the DOM and SVG from that JSON, setting every string
  * through textContent or setAttribute, never as markup.
  */
-import { channelName } from '../events';
+import { channelName } from '../kernel/events';
 import type { ChannelEdge, ProcessNode, TraceEvent, TraceGraph } from './graph';
 
 /** Options of renderHtml. */

@@ -57,7 +57,7 @@ import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { Resource, resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
-import { Channel, channelName } from '../events';
+import { Channel, channelName } from '../kernel/events';
 import type { Span, TraceEvent, TraceGraph } from './graph';
 
 // Incubating semantic conventions, copied as the semantic-conventions package advises.

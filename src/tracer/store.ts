@@ -18,7 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { CausewayError } from '../errors';
-import type { Channel, EventType } from '../events';
+import type { Channel, EventType } from '../kernel/events';
 import type { TraceEvent } from './graph';
 
 export const SCHEMA_VERSION = 1;

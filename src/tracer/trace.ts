@@ -6,8 +6,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { run, RunOptions, RunResult } from '../runtime/runtime';
-import { DROP_COUNTERS, Shim } from '../shim';
-import { newRecord } from '../record';
+import { DROP_COUNTERS, Shim } from '../kernel/shim';
+import { newRecord } from '../kernel/record';
 import { CausewayError } from '../errors';
 import { tracerActor, TracerStats } from './actor';
 import { buildGraph, TraceGraph } from './graph';

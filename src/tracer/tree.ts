@@ -4,7 +4,7 @@
  * adopted), children in time order. Times are relative to the trace's start;
  * a recv or join shows the hop's latency from the send it read.
  */
-import { channelName } from '../events';
+import { channelName } from '../kernel/events';
 import type { TraceEvent, TraceGraph } from './graph';
 
 const ms = (ns: bigint) => (Number(ns) / 1e6).toFixed(3);

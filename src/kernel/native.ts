@@ -3,7 +3,7 @@
  * touches the raw native functions.
  */
 import path from 'node:path';
-import { CausewayError } from './errors';
+import { CausewayError } from '../errors';
 
 /** A loaded shim or floor, as the addon sees it. Methods run on the JS thread. */
 export interface NativeShim {
@@ -59,8 +59,8 @@ let addon: NativeAddon | undefined;
 /** The addon, loaded once; a clear error says how to build it if it is missing. */
 export function native(): NativeAddon {
   if (addon) return addon;
-  const file = path.join(__dirname, '..', '..', 'build', 'Release', 'causeway.node');
-  const alt = path.join(__dirname, '..', 'build', 'Release', 'causeway.node');
+  const file = path.join(__dirname, '..', '..', '..', 'build', 'Release', 'causeway.node');
+  const alt = path.join(__dirname, '..', '..', 'build', 'Release', 'causeway.node');
   for (const f of [file, alt]) {
     try {
       addon = require(f) as NativeAddon;

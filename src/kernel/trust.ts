@@ -4,7 +4,7 @@
  * across administrative boundaries. Loopback is trusted by default.
  */
 import ipaddr from 'ipaddr.js';
-import { CausewayError } from './errors';
+import { CausewayError } from '../errors';
 
 export const DEFAULT_TRUST = ['127.0.0.0/8', '::1/128'];
 

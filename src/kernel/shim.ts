@@ -9,9 +9,9 @@ import { CausalEvent, decodeEvents, EVENT_BYTES } from './events';
 import { CausalRecord, decodeRecord, encodeRecord, RECORD_BYTES } from './record';
 import fs from 'node:fs';
 import os from 'node:os';
-import { fromNative, NotSupportedError, TargetError } from './errors';
+import { fromNative, NotSupportedError, TargetError } from '../errors';
 import { trustKeys } from './trust';
-import { CHAN_BYTES, CHAN_SEG_OFFSET } from './runtime/operations';
+import { CHAN_BYTES, CHAN_SEG_OFFSET } from './channel';
 
 const debug = createDebug('causeway:shim');
 

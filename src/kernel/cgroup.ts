@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import createDebug from 'debug';
-import { CausewayError, PermissionError } from './errors';
+import { CausewayError, PermissionError } from '../errors';
 
 const debug = createDebug('causeway:cgroup');
 
