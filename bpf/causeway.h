@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Layouts shared by the kernel shim (bpf/) and the addon (native/).
- * src/record.ts and src/events.ts decode the same bytes: change them together
+ * src/kernel/record.ts, events.ts and channel.ts decode the same bytes: change them together
  * and bump CW_RECORD_VERSION / CW_EVENT_VERSION.
  */
 #ifndef CAUSEWAY_H
@@ -43,14 +43,22 @@ struct cw_record {
 	__u8 actor[CW_ACTOR_BYTES];	/* owned by meta-applications */
 };
 
-/* A pipe's, FIFO's or UNIX socket's identity (map chans). */
+/*
+ * A pipe's, FIFO's or UNIX socket's identity (map chans): an inode that the
+ * kernel does not hand to another object while this one lives. Pipe and
+ * socket inode numbers come from a counter (get_next_ino) and are not reused;
+ * a FIFO is a file whose inode number a new file may reuse once it is
+ * deleted, which its i_generation tells apart.
+ */
 struct cw_chan_key {
-	__u64 id;		/* pipe, FIFO: inode number; UNIX: the receiving socket's address */
-	__u32 dev;		/* pipe, FIFO: device of the inode; UNIX: 0 */
+	__u64 id;		/* inode number: the pipe's, the FIFO's, or the receiving UNIX socket's */
+	__u32 dev;		/* the device of that inode (kernel encoding) */
 	__u32 kind;		/* enum cw_chan_kind */
+	__u32 gen;		/* FIFO: the inode's i_generation; otherwise 0 */
+	__u32 pad;
 };
 
-/* A TCP connection in one direction of its data (map tcp_chans). */
+/* A TCP connection in one direction of its data: names it in events (not a map key). */
 struct cw_tcp_key {
 	__u8 saddr[16];		/* sender; IPv4 as ::ffff:a.b.c.d */
 	__u8 daddr[16];		/* receiver */
@@ -71,7 +79,7 @@ struct cw_task {
 	/* The syscall in flight, from sys_enter to sys_exit. */
 	struct cw_chan_key out;	/* pipe/FIFO/UNIX written by the syscall in flight; id 0 = none */
 	struct cw_chan_key in;	/* splice/tee/vmsplice: the pipe read */
-	struct cw_tcp_key tcp;	/* TCP connection written by the syscall in flight */
+	struct cw_tcp_key tcp;	/* TCP connection written by the syscall in flight (for its send event) */
 	__u64 send_ev;		/* event id minted for a new segment at enter, 0 = none */
 	__u64 send_parent;
 	__u64 send_ts;		/* when the new segment was published */
@@ -132,7 +140,8 @@ enum cw_op {
 	CW_OP_NONE = 0,
 	CW_OP_READ,		/* in: consume bytes */
 	CW_OP_WRITE,		/* out: segment registered at enter */
-	CW_OP_TCP_WRITE,	/* tcp: segment registered at enter, at write_seq */
+	CW_OP_TCP_ARMED,	/* a write syscall on a TCP socket: the first tcp_sendmsg_locked publishes */
+	CW_OP_TCP_WRITE,	/* tcp: segment published at write_seq; send event at exit */
 	CW_OP_SPLICE,		/* in and/or out, both settled at exit */
 	CW_OP_TEE,		/* in: peek; out: settled at exit */
 };
@@ -152,7 +161,8 @@ enum cw_chan_kind {
 #define CW_TRUST_OUT_STRIPPED (1u << 4)	/* the destination port strips records on egress */
 
 #define CW_CHF_INGRESS (1u << 0)	/* unrecorded bytes were read here: reported once */
-#define CW_CHF_READ (1u << 1)		/* a tracked thread reads here: rd is meaningful */
+#define CW_CHF_READ (1u << 1)		/* a tracked thread reads here (TCP sk_out: the stack sends): rd is meaningful */
+#define CW_CHF_MINT_CHECKED (1u << 2)	/* TCP: the ingress policy was looked up for this socket */
 
 /* One run of bytes in a channel that carries one record. */
 struct cw_seg {
@@ -163,7 +173,11 @@ struct cw_seg {
 /*
  * Per-channel accounting. Offsets are bytes (pipes, FIFOs, UNIX streams),
  * messages (UNIX datagrams and seqpackets), or TCP sequence numbers (the
- * kernel counts those: wr and rd are unused, comparisons wrap at 32 bits).
+ * kernel counts those: wr is unused, comparisons wrap at 32 bits).
+ * Pipes, FIFOs and UNIX sockets: map chans, keyed by inode. TCP: socket-local
+ * storage, freed with the socket: sk_out on the sending socket (segments its
+ * writers published, which the option announces), sk_in on the receiving one
+ * (segments the options announced, which its readers adopt).
  */
 struct cw_chan {
 	__u64 wr;		/* units written so far */
@@ -222,7 +236,7 @@ enum cw_counter {
 	CW_C_EVENTS,		/* events submitted */
 	CW_C_RB_DROPS,		/* ring buffer full: event lost */
 	CW_C_TASK_NOMEM,	/* task storage could not be created: child untracked */
-	CW_C_CHAN_FULL,		/* channel map could not take a new channel */
+	CW_C_CHAN_FULL,		/* channel map full: a pipe, FIFO or UNIX socket went unfollowed */
 	CW_C_SEG_OVERWRITE,	/* a segment was overwritten before it was read */
 	CW_C_PARENTS_TRUNC,	/* a join had more parents than an event names */
 	CW_C_INGRESS,		/* reads of bytes written by no tracked thread (not a drop) */
@@ -233,14 +247,16 @@ enum cw_counter {
 	CW_C_OPT_RECEIVED,	/* record options accepted from peers */
 	CW_C_OPT_UNTRUSTED_OUT,	/* records not written towards untrusted destinations */
 	CW_C_OPT_UNTRUSTED_IN,	/* record options ignored from untrusted peers */
-	CW_C_OPT_MALFORMED,	/* record options rejected: bad length or version */
-	CW_C_OPT_STALE,		/* record options for bytes older than the last one (reordering) */
+	CW_C_OPT_MALFORMED,	/* record options rejected: bad length, version or id (a record lost) */
+	CW_C_OPT_STALE,		/* record options for bytes older than the last one (reordering: a record lost) */
 	CW_C_SENDS,		/* write syscalls that carried a record */
 	CW_C_RECVS,		/* read syscalls that found a record */
 	CW_C_MINTED,		/* records minted on ingress by policy */
 	CW_C_OPT_STRIPPED,	/* records not written towards ports that strip on egress */
 	CW_C_SDK_SYNCS,		/* records taken from an SDK slot */
 	CW_C_SDK_INVALID,	/* SDK slot records refused (bad version) */
+	CW_C_SK_NOMEM,		/* socket storage could not be created: a TCP connection went unfollowed */
+	CW_C_CHAN_NEW,		/* channels created in map chans (user space sweeps the dead ones) */
 	CW_C_MAX,
 };
 

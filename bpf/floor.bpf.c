@@ -24,3 +24,9 @@ int BPF_PROG(floor_exec) { return 0; }
 
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(floor_exit_task) { return 0; }
+
+SEC("tp_btf/tcp_sendmsg_locked")
+int BPF_PROG(floor_tcp_send) { return 0; }
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(floor_sock_recv) { return 0; }

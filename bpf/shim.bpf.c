@@ -9,7 +9,9 @@
  * syscall can move bytes; then a task that is not tracked returns after one
  * load of its task-storage pointer. A task is tracked when it holds a record:
  * the root gets one from user space, and fork gives one to the children of
- * tracked tasks inside the run's cgroup.
+ * tracked tasks inside the run's cgroup. TCP sends and socket receives also
+ * run handle_tcp_send and handle_sock_recv, which are handed the socket and
+ * return at the same check.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -36,19 +38,34 @@ struct {
 	__type(value, struct cw_task);
 } tasks SEC(".maps");
 
+/*
+ * Pipes, FIFOs and UNIX sockets, by inode. Not an LRU map: a full table is
+ * counted (CW_C_CHAN_FULL), never an eviction of a live channel; user space
+ * deletes the channels of objects that no process of the run holds.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 16384);
 	__type(key, struct cw_chan_key);
 	__type(value, struct cw_chan);
 } chans SEC(".maps");
 
+/* TCP: what a socket's writers published (sender side), freed with the socket. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct cw_tcp_key);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct cw_chan);
-} tcp_chans SEC(".maps");
+} sk_out SEC(".maps");
+
+/* TCP: what the peer's options announced (receiver side), freed with the socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct cw_chan);
+} sk_in SEC(".maps");
 
 /* One zeroed channel: the initial value of a new entry (too big for the stack). */
 struct {
@@ -235,16 +252,14 @@ int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
 		t->op = CW_OP_READ;
 		return 0;
 	}
+	if (kind == CW_CHAN_TCP) {
+		/* The first tcp_sendmsg_locked of this syscall publishes, at write_seq. */
+		t->op = CW_OP_TCP_ARMED;
+		return 0;
+	}
 	ch = chan_get(&io, kind);
 	if (!ch)
 		return 0;
-	if (kind == CW_CHAN_TCP) {
-		/* The kernel numbers TCP bytes: the segment starts at write_seq. */
-		write_enter(t, ch, io.seq);
-		t->tcp = io.tcp;
-		t->op = CW_OP_TCP_WRITE;
-		return 0;
-	}
 	write_enter(t, ch, ch->wr);
 	/* Account now for what the call says it writes, so that its exit needs no lookup. */
 	if (io.msgs)
@@ -262,22 +277,22 @@ int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
 }
 
 /*
- * A tracked thread read from a channel that no tracked thread wrote to: make
- * the channel, so that its ingress is reported once, and mint a record for
- * its bytes from offset start on if the policy says so for its local TCP port.
+ * The first read of a TCP socket whose bytes carry no record yet: if the
+ * policy says so for its local port, mint a record for its bytes from offset
+ * start on (a new trace per connection).
  */
-static __always_inline struct cw_chan *ingress_chan(struct cw_task *t, struct cw_io *io, __u32 kind, __u64 start)
+static __always_inline void tcp_mint(struct cw_chan *ch, __u64 start)
 {
-	struct cw_chan *ch = chan_get(io, kind);
 	struct cw_record rec = {};
 	struct cw_event *e;
 	struct cw_mint *m;
 
-	if (!ch || kind != CW_CHAN_TCP)
-		return ch;
-	m = bpf_map_lookup_elem(&ingress_ports, &io->tcp.dport);
-	if (!m || (ch->flags & CW_CHF_INGRESS))
-		return ch;
+	if (ch->flags & CW_CHF_MINT_CHECKED)
+		return;
+	ch->flags |= CW_CHF_MINT_CHECKED;
+	m = bpf_map_lookup_elem(&ingress_ports, &ch->tcp.dport);
+	if (!m || ch->head)
+		return;
 	ch->flags |= CW_CHF_INGRESS;
 	rec.version = CW_RECORD_VERSION;
 	rec.flags = m->flags;
@@ -300,10 +315,9 @@ static __always_inline struct cw_chan *ingress_chan(struct cw_task *t, struct cw
 	}
 	/* The reader adopts it below, like any record found in the channel. */
 	seg_publish(ch, &rec, start);
-	return ch;
 }
 
-/* After a read-family syscall that returned ret. */
+/* After a read-family syscall that returned ret, on a pipe, FIFO or UNIX socket. */
 static __always_inline void read_exit(struct pt_regs *regs, long id, long ret)
 {
 	struct cw_io io = {};
@@ -320,8 +334,8 @@ static __always_inline void read_exit(struct pt_regs *regs, long id, long ret)
 		return;
 	/* Resolved after the read: a read that blocked before the channel's first tracked write counts. */
 	kind = fd_resolve(CW_ARG1(regs), false, &io);
-	if (kind == CW_CHAN_NONE)
-		return;
+	if (kind == CW_CHAN_NONE || kind == CW_CHAN_TCP)
+		return;	/* TCP: handle_sock_recv */
 	if (io.msgs)
 		units = id == CW_NR_recvmmsg ? ret : 1;	/* a datagram, even an empty one */
 	else
@@ -331,25 +345,65 @@ static __always_inline void read_exit(struct pt_regs *regs, long id, long ret)
 	peek = (id == CW_NR_recvfrom && (CW_ARG4(regs) & MSG_PEEK)) ||
 	       (id == CW_NR_recvmsg && (CW_ARG3(regs) & MSG_PEEK)) ||
 	       (id == CW_NR_recvmmsg && (CW_ARG4(regs) & MSG_PEEK));
-	if (kind == CW_CHAN_TCP) {
-		/* copied_seq is past what was read, or at it for a peek. */
-		rd0 = peek ? io.seq : io.seq - units;
-		ch = bpf_map_lookup_elem(&tcp_chans, &io.tcp);
-		if (!ch)
-			ch = ingress_chan(t, &io, kind, rd0);
-		if (!ch)
-			return;
-		if (!peek)
-			ch->rd = io.seq;
-	} else {
-		ch = bpf_map_lookup_elem(&chans, &io.key);
-		if (!ch)
-			ch = ingress_chan(t, &io, kind, 0);
-		if (!ch)
-			return;
-		rd0 = peek ? ch->rd : __sync_fetch_and_add(&ch->rd, units);
-	}
+	ch = chan_get(&io, kind);
+	if (!ch)
+		return;
+	rd0 = peek ? ch->rd : __sync_fetch_and_add(&ch->rd, units);
 	chan_read(t, ch, rd0, units);
+}
+
+/* A TCP send by a tracked thread: its bytes start at write_seq. Runs with the socket locked. */
+SEC("tp_btf/tcp_sendmsg_locked")
+int BPF_PROG(handle_tcp_send, struct sock *sk, struct msghdr *msg, struct sk_buff *skb, int size_goal)
+{
+	struct cw_task *t = task_state();
+	struct tcp_sock *tp;
+	struct cw_chan *ch;
+
+	/* Once per syscall: later calls of this send continue its segment. */
+	if (!t || t->op != CW_OP_TCP_ARMED)
+		return 0;
+	t->op = CW_OP_NONE;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	ch = tcp_chan(&sk_out, sk, true, true);
+	if (!ch)
+		return 0;
+	write_enter(t, ch, tp->write_seq);
+	t->tcp = ch->tcp;
+	t->op = CW_OP_TCP_WRITE;
+	return 0;
+}
+
+/* A receive on a TCP socket by a tracked thread: bytes below copied_seq were read. */
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(handle_sock_recv, struct sock *sk, int ret, int flags)
+{
+	struct cw_task *t;
+	struct tcp_sock *tp;
+	struct cw_chan *ch;
+	__u32 seq, rd0;
+
+	if (ret <= 0)
+		return 0;
+	t = task_state();
+	if (!t || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	seq = tp->copied_seq;
+	/* copied_seq is past what was read, or at it for a peek. */
+	rd0 = (flags & MSG_PEEK) ? seq : seq - ret;
+	ch = tcp_chan(&sk_in, sk, false, true);
+	if (!ch)
+		return 0;
+	tcp_mint(ch, rd0);
+	if (!(flags & MSG_PEEK))
+		ch->rd = seq;
+	chan_read(t, ch, rd0, ret);
+	return 0;
 }
 
 SEC("tp_btf/sys_exit")
@@ -374,11 +428,8 @@ int BPF_PROG(handle_exit, struct pt_regs *regs, long ret)
 	t->op = CW_OP_NONE;
 
 	if (op == CW_OP_TCP_WRITE) {
-		if (ret <= 0)
-			return 0;
-		ch = bpf_map_lookup_elem(&tcp_chans, &t->tcp);
-		if (ch)
-			write_exit(t, ch, ret);
+		if (ret > 0)
+			tcp_write_exit(t, ret);
 		return 0;
 	}
 	/* Units moved: bytes, or messages for datagram sockets. */

@@ -1,7 +1,7 @@
 // The addon: loads the kernel shim (or the benchmark floor) through its libbpf
 // skeleton, attaches it, reads its events and counters, and reads and writes
 // the records of tracked threads. Every method runs on the JS thread unless it
-// says otherwise; the typed wrapper is src/native.ts.
+// says otherwise; the typed wrapper is src/kernel/native.ts.
 #include <napi.h>
 
 #include <bpf/bpf.h>
@@ -80,6 +80,7 @@ class Shim : public Napi::ObjectWrap<Shim> {
                            InstanceMethod("mapLookup", &Shim::MapLookup),
                            InstanceMethod("mapUpdate", &Shim::MapUpdate),
                            InstanceMethod("mapDelete", &Shim::MapDelete),
+                           InstanceMethod("mapKeys", &Shim::MapKeys),
                            InstanceMethod("sdkSlots", &Shim::SdkSlots),
                            InstanceMethod("sdkRelease", &Shim::SdkRelease),
                            InstanceMethod("setSdkSlot", &Shim::SetSdkSlot),
@@ -115,6 +116,10 @@ class Shim : public Napi::ObjectWrap<Shim> {
     uint32_t rb_bytes = opts.Get("ringbufBytes").As<Napi::Number>().Uint32Value();
     if ((err = bpf_map__set_max_entries(shim_->maps.events, rb_bytes)) != 0)
       Fail(env, err, "size the ring buffer", log.log);
+    Napi::Value max_chans = opts.Get("maxChannels");
+    if (max_chans.IsNumber() &&
+        (err = bpf_map__set_max_entries(shim_->maps.chans, max_chans.As<Napi::Number>().Uint32Value())) != 0)
+      Fail(env, err, "size the channel table", log.log);
     if ((err = cw_shim::load(shim_)) != 0) Fail(env, err, "load the shim", log.log);
 
     // Trusted networks: [{ prefixlen, addr: Buffer(16) }], before anything runs.
@@ -234,7 +239,7 @@ class Shim : public Napi::ObjectWrap<Shim> {
   bpf_map *UserMap(Napi::Env env, const Napi::Value &name) {
     RequireShim(env);
     std::string n = name.As<Napi::String>();
-    static const char *const allowed[] = {"policy", "ingress_ports", "egress_strip", "chans", "tcp_chans"};
+    static const char *const allowed[] = {"policy", "ingress_ports", "egress_strip", "chans", "sk_in", "sk_out"};
     for (const char *a : allowed)
       if (n == a) return bpf_object__find_map_by_name(shim_->obj, a);
     throw Napi::Error::New(env, "no user-visible map named " + n);
@@ -273,6 +278,23 @@ class Shim : public Napi::ObjectWrap<Shim> {
     if (err == -ENOENT) return Napi::Boolean::New(env, false);
     if (err) ThrowErrno(env, err, "delete from map " + std::string(bpf_map__name(m)));
     return Napi::Boolean::New(env, true);
+  }
+
+  // mapKeys(name) -> every key now (a hash map's; a snapshot that may miss concurrent changes).
+  Napi::Value MapKeys(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    bpf_map *m = UserMap(env, info[0]);
+    size_t ks = bpf_map__key_size(m);
+    std::vector<uint8_t> key(ks), next(ks);
+    Napi::Array out = Napi::Array::New(env);
+    const void *prev = nullptr;
+    uint32_t n = 0;
+    while (bpf_map__get_next_key(m, prev, next.data(), ks) == 0) {
+      out.Set(n++, Napi::Buffer<uint8_t>::Copy(env, next.data(), ks));
+      key.swap(next);
+      prev = key.data();
+    }
+    return out;
   }
 
   // sdkSlots(tgid) -> fd of a new slot map for the process, registered in sdk_procs.
@@ -388,6 +410,22 @@ Napi::Value Layout(const Napi::CallbackInfo &info) {
   return o;
 }
 
+// pidfdGetfd(pid, fd): a duplicate, in this process, of another process's fd
+// (pidfd_getfd(2), Linux 5.6): how user space names a socket to socket-local
+// storage. The caller closes it.
+Napi::Value PidfdGetfd(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int pid = info[0].As<Napi::Number>().Int32Value();
+  int fd = info[1].As<Napi::Number>().Int32Value();
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) ThrowErrno(env, errno, "open process " + std::to_string(pid));
+  int got = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, fd, 0));
+  int err = errno;
+  close(pidfd);
+  if (got < 0) ThrowErrno(env, err, "take fd " + std::to_string(fd) + " of process " + std::to_string(pid));
+  return Napi::Number::New(env, got);
+}
+
 // probe(): which map types this kernel accepts (doctor); programs are checked by loading them.
 Napi::Value Probe(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
@@ -420,6 +458,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("clockOffset", Napi::Function::New(env, ClockOffset));
   exports.Set("layout", Napi::Function::New(env, Layout));
   exports.Set("probe", Napi::Function::New(env, Probe));
+  exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd));
   InitSdk(env, exports);
   return exports;
 }

@@ -42,6 +42,7 @@ interface RunFlags {
   priority: number;
   trace?: string;
   ringbufSize: number;
+  maxChannels: number;
   quiet?: boolean;
   trust: string[];
   tcpOptionKind: number;
@@ -83,6 +84,7 @@ function withRunOptions(c: Command, sampleFlag = true): Command {
     .option('--priority <n>', 'priority of the root record (0-255)', intArg(0, 255), 0)
     .option('--trace <id>', 'trace id of the root record (32 hex digits; default: a new one)', traceArg)
     .option('--ringbuf-size <bytes>', 'event ring buffer size (power of two)', sizeArg, 1 << 22)
+    .option('--max-channels <n>', 'pipes, FIFOs and UNIX sockets followed at once', intArg(1, 1 << 22), 16384)
     .option('--trust <cidr>', 'also trust this network (repeatable; loopback is trusted): records cross only within trusted networks', collect, [])
     .option('--tcp-option-kind <kind>', 'TCP option kind carrying the record across hosts (253 or 254)', optKindArg, 253)
     .option('--tcp-option-exid <exid>', 'its 16-bit ExID (RFC 6994), e.g. 0xc5a7', exidArg, 0xc5a7)
@@ -102,6 +104,7 @@ function runOptions(cmd: string[], o: RunFlags): RunOptions {
     eventsFile: o.events,
     record,
     ringbufBytes: o.ringbufSize,
+    maxChannels: o.maxChannels,
     trust: o.trust.map((c) => (parseTrust(c), c)),
     optKind: o.tcpOptionKind,
     optExid: o.tcpOptionExid,

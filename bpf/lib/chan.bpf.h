@@ -2,8 +2,8 @@
 /*
  * Channels: which record each run of bytes carries. Writers publish a segment
  * ("from offset N on, record R") before their bytes can be read; readers find
- * the segments that cover what they read. Needs the maps chans, tcp_chans,
- * chan_zero and the helpers of events.bpf.h.
+ * the segments that cover what they read. Needs the maps chans, chan_zero,
+ * sk_out, sk_in and the helpers of events.bpf.h and fd.bpf.h.
  */
 #ifndef CW_CHAN_BPF_H
 #define CW_CHAN_BPF_H
@@ -18,45 +18,69 @@ static __always_inline __s64 off_diff(const struct cw_chan *ch, __u64 a, __u64 b
 	return (__s64)(a - b);
 }
 
-static __always_inline struct cw_chan *chan_new(void *map, const void *key)
-{
-	__u32 zero = 0;
-	struct cw_chan *init = bpf_map_lookup_elem(&chan_zero, &zero);
-
-	if (!init)
-		return NULL;
-	/* EEXIST means another thread created it first, which is fine. */
-	if (bpf_map_update_elem(map, key, init, BPF_NOEXIST) == -7 /* E2BIG */)
-		count(CW_C_CHAN_FULL, 1);
-	return bpf_map_lookup_elem(map, key);
-}
-
-/* The channel written through io, created on first use. */
+/* The pipe, FIFO or UNIX channel written or read through io, created on first use. */
 static __always_inline struct cw_chan *chan_get(struct cw_io *io, __u32 kind)
 {
-	struct cw_chan *ch;
+	struct cw_chan *ch = bpf_map_lookup_elem(&chans, &io->key);
+	__u32 zero = 0;
+	long err;
 
-	if (kind == CW_CHAN_TCP) {
-		ch = bpf_map_lookup_elem(&tcp_chans, &io->tcp);
-		if (ch)
-			return ch;
-		ch = chan_new(&tcp_chans, &io->tcp);
-		if (ch && !ch->kind) {
-			ch->tcp = io->tcp;
-			ch->kind = CW_CHAN_TCP;
-		}
-		return ch;
-	}
-	ch = bpf_map_lookup_elem(&chans, &io->key);
 	if (ch)
 		return ch;
-	ch = chan_new(&chans, &io->key);
+	ch = bpf_map_lookup_elem(&chan_zero, &zero);	/* too big for the stack */
+	if (!ch)
+		return NULL;
+	/* EEXIST: another thread made it first, which is fine. */
+	err = bpf_map_update_elem(&chans, &io->key, ch, BPF_NOEXIST);
+	if (err == -7 /* E2BIG */ || err == -12 /* ENOMEM */)
+		count(CW_C_CHAN_FULL, 1);
+	else if (!err)
+		count(CW_C_CHAN_NEW, 1);
+	ch = bpf_map_lookup_elem(&chans, &io->key);
 	if (ch && !ch->kind) {
 		ch->key = io->key;
 		ch->sotype = io->sotype;
 		if (kind == CW_CHAN_UNIX)
 			unix_name(ch->name, io->peer, io->sk);
 		ch->kind = kind;
+	}
+	return ch;
+}
+
+/*
+ * A TCP socket's channel in one direction: sk_out holds what its writers
+ * published, sk_in what the peer's options announced. Socket-local storage:
+ * it dies with the socket, so a socket that reuses an address or a 4-tuple
+ * starts clean.
+ */
+static __always_inline struct cw_chan *tcp_chan(void *map, struct sock *sk, bool egress, bool create)
+{
+	struct cw_chan *ch = bpf_sk_storage_get(map, sk, NULL, 0);
+	struct cw_tcp_key *k;
+
+	if (ch || !create)
+		return ch;
+	ch = bpf_sk_storage_get(map, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!ch) {
+		count(CW_C_SK_NOMEM, 1);
+		return NULL;
+	}
+	if (!ch->kind) {
+		k = &ch->tcp;
+		if (egress)
+			tcp_addrs(sk, k->saddr, k->daddr);
+		else
+			tcp_addrs(sk, k->daddr, k->saddr);
+		k->sport = egress ? sk->__sk_common.skc_num : bpf_ntohs(sk->__sk_common.skc_dport);
+		k->dport = egress ? bpf_ntohs(sk->__sk_common.skc_dport) : sk->__sk_common.skc_num;
+		if (egress) {
+			struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+
+			/* rd: sent so far, so that a record overwritten before its option left is counted. */
+			ch->rd = tp ? tp->snd_nxt : 0;
+			ch->flags |= CW_CHF_READ;
+		}
+		ch->kind = CW_CHAN_TCP;
 	}
 	return ch;
 }
@@ -242,24 +266,44 @@ static __always_inline void write_enter(struct cw_task *t, struct cw_chan *ch, _
 	seg_publish(ch, &rec, start);
 }
 
-/* After a write of n > 0 units: report a new segment's send event. */
-static __always_inline void write_exit(struct cw_task *t, struct cw_chan *ch, __u64 n)
+/* After a write of n > 0 units: the send event of a new segment, for the caller to name and submit. */
+static __always_inline struct cw_event *send_event(struct cw_task *t, __u64 n)
 {
 	struct cw_event *e;
 
 	count(CW_C_SENDS, 1);
 	if (!t->send_ev)
-		return;
+		return NULL;
 	t->rec.event_id = t->send_ev;
 	t->send_ev = 0;
 	e = ev_start(CW_EV_SEND, &t->rec);
 	if (!e)
-		return;
-	ev_channel(e, ch, true);
+		return NULL;
 	e->ts = t->send_ts;
 	e->bytes = n;
 	e->nparents = 1;
 	e->parents[0] = t->send_parent;
+	return e;
+}
+
+static __always_inline void write_exit(struct cw_task *t, struct cw_chan *ch, __u64 n)
+{
+	struct cw_event *e = send_event(t, n);
+
+	if (!e)
+		return;
+	ev_channel(e, ch, true);
+	ev_submit(e);
+}
+
+/* After a TCP write of n > 0 bytes: the connection is named from the task (no socket at sys_exit). */
+static __always_inline void tcp_write_exit(struct cw_task *t, __u64 n)
+{
+	struct cw_event *e = send_event(t, n);
+
+	if (!e)
+		return;
+	ev_tcp(e, &t->tcp, true);
 	ev_submit(e);
 }
 

@@ -86,19 +86,24 @@ static __always_inline void ev_submit(struct cw_event *e)
 	count(CW_C_EVENTS, 1);
 }
 
+/* Names a TCP connection in an event, as the current thread sees it (sent: true if it wrote). */
+static __always_inline void ev_tcp(struct cw_event *e, const struct cw_tcp_key *k, bool sent)
+{
+	e->chan_kind = CW_CHAN_TCP;
+	__builtin_memcpy(e->laddr, sent ? k->saddr : k->daddr, 16);
+	__builtin_memcpy(e->raddr, sent ? k->daddr : k->saddr, 16);
+	e->lport = sent ? k->sport : k->dport;
+	e->rport = sent ? k->dport : k->sport;
+}
+
 /* Names the channel in an event, as the current thread sees it (sent: true if it wrote). */
 static __always_inline void ev_channel(struct cw_event *e, const struct cw_chan *ch, bool sent)
 {
 	e->chan_kind = ch->kind;
 	e->sotype = ch->sotype;
-	if (ch->kind == CW_CHAN_TCP) {
-		const struct cw_tcp_key *k = &ch->tcp;
-
-		__builtin_memcpy(e->laddr, sent ? k->saddr : k->daddr, 16);
-		__builtin_memcpy(e->raddr, sent ? k->daddr : k->saddr, 16);
-		e->lport = sent ? k->sport : k->dport;
-		e->rport = sent ? k->dport : k->sport;
-	} else if (ch->kind == CW_CHAN_UNIX) {
+	if (ch->kind == CW_CHAN_TCP)
+		ev_tcp(e, &ch->tcp, sent);
+	else if (ch->kind == CW_CHAN_UNIX) {
 		__builtin_memcpy(e->path, ch->name, sizeof(e->path));
 	} else {
 		e->chan_ino = ch->key.id;

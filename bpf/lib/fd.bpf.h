@@ -2,7 +2,7 @@
 /*
  * What a file descriptor of the current task refers to, as far as the shim
  * follows it: a pipe or FIFO, a UNIX socket, or a TCP socket. Plain BTF loads
- * (bpf_rdonly_cast, 6.2+) except for the one probe read of the fd table slot.
+ * (bpf_rdonly_cast, 6.2+; a variable fd index through an untrusted void cast).
  */
 #ifndef CW_FD_BPF_H
 #define CW_FD_BPF_H
@@ -23,9 +23,7 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 /* A resolved fd, for one direction of data. */
 struct cw_io {
 	struct cw_chan_key key;		/* pipe, FIFO, UNIX (the receiving socket) */
-	struct cw_tcp_key tcp;		/* TCP (the direction of data) */
 	struct sock *sk, *peer;		/* UNIX: this socket and its peer, to name a new channel */
-	__u32 seq;			/* TCP: write_seq (writes) or copied_seq (reads) */
 	__u8 sotype;
 	bool writable;			/* the file is open for writing */
 	bool msgs;			/* UNIX datagram or seqpacket: counted in messages */
@@ -50,15 +48,34 @@ static __always_inline void tcp_addrs(struct sock *sk, __u8 *local, __u8 *remote
 	}
 }
 
+/* A socket's inode (its identity for map chans), or NULL if it has none (orphaned). */
+static __always_inline struct inode *sock_inode(struct sock *sk)
+{
+	struct socket *sock;
+	struct file *file;
+
+	if (!sk)
+		return NULL;
+	sock = bpf_rdonly_cast(sk->sk_socket, bpf_core_type_id_kernel(struct socket));
+	if (!sock)
+		return NULL;
+	file = sock->file;
+	return file ? file->f_inode : NULL;
+}
+
 /*
  * Resolves fd for data that the current thread writes (write=true) or reads.
  * Returns the channel kind, or CW_CHAN_NONE if the shim does not follow it.
+ * TCP is only recognised here: its hooks (tcp_sendmsg_locked,
+ * sock_recv_length) are handed the socket itself. Every load is a plain BTF
+ * or untrusted load (bpf_rdonly_cast), no helper call.
  */
 static __always_inline __u32 fd_resolve(int fd, bool write, struct cw_io *io)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct fdtable *fdt = task->files->fdt;
-	struct file *fp, *file;
+	struct file **fds;
+	struct file *file;
 	struct socket *sock;
 	struct inode *inode;
 	struct sock *sk;
@@ -67,11 +84,14 @@ static __always_inline __u32 fd_resolve(int fd, bool write, struct cw_io *io)
 
 	if (fd < 0 || (unsigned int)fd >= fdt->max_fds)
 		return CW_CHAN_NONE;
-	/* A variable index into fd[] needs the one helper call of this path. */
-	if (bpf_probe_read_kernel(&fp, sizeof(fp), &fdt->fd[fd]) || !fp)
+	/* An untrusted void cast allows the variable index: a faulting load, not a helper call. */
+	fds = bpf_rdonly_cast(fdt->fd, 0);
+	file = bpf_rdonly_cast(fds[fd & 0xfffffff], bpf_core_type_id_kernel(struct file));
+	if (!file)
 		return CW_CHAN_NONE;
-	file = bpf_rdonly_cast(fp, bpf_core_type_id_kernel(struct file));
 	inode = file->f_inode;
+	if (!inode)
+		return CW_CHAN_NONE;
 	mode = inode->i_mode & S_IFMT;
 	io->writable = file->f_mode & FMODE_WRITE;
 
@@ -81,6 +101,7 @@ static __always_inline __u32 fd_resolve(int fd, bool write, struct cw_io *io)
 		io->key.kind = sb->s_magic == PIPEFS_MAGIC ? CW_CHAN_PIPE : CW_CHAN_FIFO;
 		io->key.id = inode->i_ino;
 		io->key.dev = sb->s_dev;
+		io->key.gen = io->key.kind == CW_CHAN_FIFO ? inode->i_generation : 0;
 		return io->key.kind;
 	}
 	if (mode != S_IFSOCK)
@@ -93,39 +114,26 @@ static __always_inline __u32 fd_resolve(int fd, bool write, struct cw_io *io)
 	family = sk->__sk_common.skc_family;
 	if (family == AF_UNIX) {
 		struct unix_sock *u = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct unix_sock));
+		struct inode *recv;
 
 		io->sk = sk;
 		io->peer = u->peer;
 		io->sotype = sk->sk_type;
 		io->msgs = io->sotype != SOCK_STREAM;
 		/* The channel is the receiving socket: bytes queue there. */
-		io->key.id = write ? (__u64)io->peer : (__u64)sk;
-		io->key.dev = 0;
-		io->key.kind = CW_CHAN_UNIX;
-		if (!io->key.id) {
-			count(CW_C_UNFOLLOWED, 1);	/* unconnected datagram: no peer to key on */
+		recv = write ? sock_inode(io->peer) : inode;
+		if (!recv) {
+			if (write && !io->peer)
+				count(CW_C_UNFOLLOWED, 1);	/* unconnected datagram: no peer to key on */
 			return CW_CHAN_NONE;
 		}
+		io->key.id = recv->i_ino;
+		io->key.dev = recv->i_sb->s_dev;
+		io->key.kind = CW_CHAN_UNIX;
 		return CW_CHAN_UNIX;
 	}
-	if ((family == AF_INET || family == AF_INET6) && sk->sk_protocol == IPPROTO_TCP) {
-		struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
-		__u16 lport = sk->__sk_common.skc_num, rport = bpf_ntohs(sk->__sk_common.skc_dport);
-
-		if (write) {
-			tcp_addrs(sk, io->tcp.saddr, io->tcp.daddr);
-			io->tcp.sport = lport;
-			io->tcp.dport = rport;
-			io->seq = tp->write_seq;
-		} else {
-			tcp_addrs(sk, io->tcp.daddr, io->tcp.saddr);
-			io->tcp.sport = rport;
-			io->tcp.dport = lport;
-			io->seq = tp->copied_seq;
-		}
-		io->tcp.pad = 0;
+	if ((family == AF_INET || family == AF_INET6) && sk->sk_protocol == IPPROTO_TCP)
 		return CW_CHAN_TCP;
-	}
 	return CW_CHAN_NONE;
 }
 

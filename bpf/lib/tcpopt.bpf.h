@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0 OR MIT */
 /*
  * The record across hosts: a TCP header option written by sockops on data
- * segments and parsed on the receiving side (layout in causeway.h). Needs
- * tcp_chans, trusted_nets, cw_opt_kind, cw_opt_exid and chan.bpf.h. Whether a
- * peer is trusted is decided once per channel and direction.
+ * segments where a record starts and parsed on the receiving side, on one
+ * host as between hosts (layout in causeway.h). Needs sk_out, sk_in,
+ * trusted_nets, cw_opt_kind, cw_opt_exid and chan.bpf.h. Whether a peer is
+ * trusted is decided once per socket and direction.
  */
 #ifndef CW_TCPOPT_BPF_H
 #define CW_TCPOPT_BPF_H
@@ -68,29 +69,31 @@ static __always_inline bool chan_trusted(struct cw_chan *ch, bool egress)
 	return ch->trust & yes;
 }
 
-/* The newest segment that starts before end (exclusive), and whether an older one covers start. */
-static __always_inline struct cw_seg *seg_for(struct cw_chan *ch, __u32 start, __u32 end, bool *split)
+/*
+ * The record to announce on a segment [start, end): the newest segment that
+ * starts before end, if it starts inside [start, end) (a record that started
+ * on an earlier segment was announced there). *split: an older record covers
+ * the segment's first bytes.
+ */
+static __always_inline struct cw_seg *seg_starting(struct cw_chan *ch, __u32 start, __u32 end, bool *split)
 {
 	__u32 head = ch->head, i;
-	struct cw_seg *s, *found = NULL;
+	struct cw_seg *s;
 
 	*split = false;
 	for (i = 0; i < CW_SEGS; i++) {
 		if (i >= head)
-			break;
+			return NULL;
 		s = &ch->seg[(head - 1 - i) & SEG_MASK];
 		if ((__s32)((__u32)s->start - end) >= 0)
 			continue;	/* written after this segment's bytes */
-		if (!found) {
-			found = s;
-			if ((__s32)((__u32)s->start - start) <= 0)
-				break;	/* it covers the whole segment */
-			continue;
-		}
-		*split = true;	/* an older record covers the segment's first bytes */
-		break;
+		if ((__s32)((__u32)s->start - start) < 0)
+			return NULL;	/* this record started on an earlier segment */
+		/* An older record covers the first bytes unless this one starts at the first byte. */
+		*split = (__u32)s->start != start && i + 1 < head;
+		return s;
 	}
-	return found;
+	return NULL;
 }
 
 /* The sequence number and payload length of the segment in skb_data; false if it has no payload. */
@@ -106,35 +109,39 @@ static __always_inline bool seg_header(struct bpf_sock_ops *skops, __u32 *seq, _
 }
 
 /*
- * HDR_OPT_LEN: reserve room on data segments of a connection that carries
- * records. The kernel also asks with no segment at all (tcp_flags 0) to size
- * the MSS: reserve then too, or full-sized segments would outgrow the MTU.
+ * HDR_OPT_LEN: reserve room on data segments where a record starts: the
+ * option is written once per record change, not per segment (the receiver
+ * keeps a record until the next one). The kernel also asks with no segment
+ * at all (tcp_flags 0) to size the MSS: reserve then on any connection that
+ * carries records, or full-sized segments would outgrow the MTU.
  */
 static __always_inline void opt_reserve(struct bpf_sock_ops *skops)
 {
-	bool mss_probe = skops->skb_tcp_flags == 0;
-	struct cw_tcp_key key;
+	bool mss_probe = skops->skb_tcp_flags == 0, split;
+	struct bpf_sock *sk = skops->sk;
 	struct cw_chan *ch;
+	__u32 seq, len;
 
-	if ((skops->skb_len == 0 && !mss_probe) || (skops->skb_tcp_flags & 0x02 /* SYN */))
+	if (!sk || (skops->skb_tcp_flags & 0x02 /* SYN */))
 		return;
-	skops_key(skops, true, &key);
-	ch = bpf_map_lookup_elem(&tcp_chans, &key);
+	ch = bpf_sk_storage_get(&sk_out, sk, NULL, 0);
 	if (!ch || !ch->head)
 		return;
-	/*
-	 * A tracked thread of this run reads this connection (same maps: the same
-	 * host and run): the sequence numbers already carry the record to it.
-	 */
-	if (ch->flags & CW_CHF_READ)
-		return;
+	if (!mss_probe) {
+		if (!seg_header(skops, &seq, &len))
+			return;
+		if ((__s32)(seq + len - (__u32)ch->rd) > 0)
+			ch->rd = seq + len;	/* sent so far */
+		if (!seg_starting(ch, seq, seq + len, &split))
+			return;
+	}
 	if (!chan_trusted(ch, true)) {
 		if (!mss_probe)
 			count(ch->trust & CW_TRUST_OUT_STRIPPED ? CW_C_OPT_STRIPPED : CW_C_OPT_UNTRUSTED_OUT, 1);
 		return;
 	}
 	if (bpf_reserve_hdr_opt(skops, CW_OPT_LEN, 0) && !mss_probe)
-		count(CW_C_OPT_NOSPACE, 1);	/* e.g. SACK blocks took the room */
+		count(CW_C_OPT_NOSPACE, 1);	/* e.g. SACK blocks or TCP-MD5 took the room: a record lost */
 }
 
 /* An option's first 4 bytes: kind, length, ExID. */
@@ -146,23 +153,22 @@ static __always_inline void opt_head(__u8 *opt, __u8 len)
 	opt[3] = cw_opt_exid & 0xff;
 }
 
-/* WRITE_HDR_OPT: the record of the segment's last byte. */
+/* WRITE_HDR_OPT: the record that starts in this segment (the last one, if several do). */
 static __always_inline void opt_write(struct bpf_sock_ops *skops)
 {
+	struct bpf_sock *sk = skops->sk;
 	__u8 opt[CW_OPT_LEN];
-	struct cw_tcp_key key;
 	struct cw_chan *ch;
 	struct cw_seg *s;
 	__u32 seq, len;
 	bool split;
 
-	if (!seg_header(skops, &seq, &len))
+	if (!sk || !seg_header(skops, &seq, &len))
 		return;
-	skops_key(skops, true, &key);
-	ch = bpf_map_lookup_elem(&tcp_chans, &key);
+	ch = bpf_sk_storage_get(&sk_out, sk, NULL, 0);
 	if (!ch || !chan_trusted(ch, true))
 		return;
-	s = seg_for(ch, seq, seq + len, &split);
+	s = seg_starting(ch, seq, seq + len, &split);
 	if (!s)
 		return;
 	if (split)
@@ -179,11 +185,33 @@ static __always_inline void opt_write(struct bpf_sock_ops *skops)
 		count(CW_C_OPT_WRITTEN, 1);
 }
 
+/* The receiving socket's channel, made on the first option; named from the sockops context. */
+static __always_inline struct cw_chan *skops_in_chan(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = skops->sk;
+	struct cw_chan *ch;
+
+	if (!sk)
+		return NULL;
+	ch = bpf_sk_storage_get(&sk_in, sk, NULL, 0);
+	if (ch)
+		return ch;
+	ch = bpf_sk_storage_get(&sk_in, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!ch) {
+		count(CW_C_SK_NOMEM, 1);
+		return NULL;
+	}
+	if (!ch->kind) {
+		skops_key(skops, false, &ch->tcp);
+		ch->kind = CW_CHAN_TCP;
+	}
+	return ch;
+}
+
 /* PARSE_HDR_OPT: a record from a peer: from this segment's first byte on. */
 static __always_inline void opt_parse(struct bpf_sock_ops *skops)
 {
 	struct cw_record rec = {};
-	struct cw_tcp_key key;
 	__u8 opt[CW_OPT_LEN] = {};
 	struct cw_chan *ch;
 	struct cw_seg *last;
@@ -196,15 +224,9 @@ static __always_inline void opt_parse(struct bpf_sock_ops *skops)
 	got = bpf_load_hdr_opt(skops, opt, sizeof(opt), 0);
 	if (got < 0)
 		return;	/* not ours */
-	skops_key(skops, false, &key);
-	ch = bpf_map_lookup_elem(&tcp_chans, &key);
-	if (!ch) {
-		struct cw_io io = { .tcp = key };
-
-		ch = chan_get(&io, CW_CHAN_TCP);
-		if (!ch)
-			return;
-	}
+	ch = skops_in_chan(skops);
+	if (!ch)
+		return;
 	if (!chan_trusted(ch, false)) {
 		count(CW_C_OPT_UNTRUSTED_IN, 1);
 		return;
@@ -223,16 +245,16 @@ static __always_inline void opt_parse(struct bpf_sock_ops *skops)
 		count(CW_C_OPT_MALFORMED, 1);
 		return;
 	}
-	count(CW_C_OPT_RECEIVED, 1);
 	if (ch->head) {
 		last = &ch->seg[(ch->head - 1) & SEG_MASK];
 		if (same_record(&last->rec, &rec))
-			return;	/* the same run of bytes, or the sender's own segment on this host */
+			return;	/* a retransmission of what we have */
 		if ((__s32)(seq - (__u32)last->start) < 0) {
 			count(CW_C_OPT_STALE, 1);	/* a retransmission or reordering: keep what we have */
 			return;
 		}
 	}
+	count(CW_C_OPT_RECEIVED, 1);
 	seg_publish(ch, &rec, seq);
 }
 

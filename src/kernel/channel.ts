@@ -1,21 +1,21 @@
 /**
  * Mirrors struct cw_chan and struct cw_seg in bpf/causeway.h (a value of the
- * chans and tcp_chans maps); the shim checks it against the addon's layout().
+ * chans map, and of the sk_out/sk_in socket storage); the shim checks it against the addon's layout().
  */
 import { RECORD_BYTES } from './record';
 
 /** Bytes of struct cw_chan. */
-export const CHAN_BYTES = 1304;
+export const CHAN_BYTES = 1312;
 /** Offset of seg[] in struct cw_chan. */
-export const CHAN_SEG_OFFSET = 152;
+export const CHAN_SEG_OFFSET = 160;
 /** Offset of wr (u64: units written so far). */
 export const CHAN_OFF_WR = 0;
 /** Offset of rd (u64: units read so far). */
 export const CHAN_OFF_RD = 8;
 /** Offset of head (u32: segments appended so far). */
-export const CHAN_OFF_HEAD = 72;
+export const CHAN_OFF_HEAD = 80;
 /** Offset of kind (u16: a CHAN_KIND_* value). */
-export const CHAN_OFF_KIND = 76;
+export const CHAN_OFF_KIND = 84;
 /** Segments in seg[] (CW_SEGS); the ring index is head % CHAN_SEGS. */
 export const CHAN_SEGS = 16;
 
@@ -32,3 +32,21 @@ export const CHAN_KIND_FIFO = 2;
 export const CHAN_KIND_UNIX = 3;
 /** enum cw_chan_kind: a TCP connection (offsets are sequence numbers). */
 export const CHAN_KIND_TCP = 4;
+
+/** Bytes of struct cw_chan_key (map chans): inode number, device, kind, FIFO generation. */
+export const CHAN_KEY_BYTES = 24;
+
+/** The chans key of a pipe, FIFO or UNIX socket (the receiving socket's inode). */
+export function chanKey(ino: number | bigint, dev: number, kind: number, gen = 0): Buffer {
+  const k = Buffer.alloc(CHAN_KEY_BYTES);
+  k.writeBigUInt64LE(BigInt(ino), 0);
+  k.writeUInt32LE(dev >>> 0, 8);
+  k.writeUInt32LE(kind, 12);
+  k.writeUInt32LE(gen >>> 0, 16);
+  return k;
+}
+
+/** Decodes a chans key. */
+export function decodeChanKey(k: Buffer): { ino: bigint; dev: number; kind: number; gen: number } {
+  return { ino: k.readBigUInt64LE(0), dev: k.readUInt32LE(8), kind: k.readUInt32LE(12), gen: k.readUInt32LE(16) };
+}

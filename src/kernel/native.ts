@@ -16,6 +16,7 @@ export interface NativeShim {
   mapLookup(map: UserMapName, key: Buffer): Buffer | null;
   mapUpdate(map: UserMapName, key: Buffer, value: Buffer, flags?: number): void;
   mapDelete(map: UserMapName, key: Buffer): boolean;
+  mapKeys(map: UserMapName): Buffer[];
   /** A new slot map for process tgid, registered with the shim: its fd (close with closeFd). */
   sdkSlots(tgid: number): number;
   sdkRelease(tgid: number): void;
@@ -30,6 +31,7 @@ export interface NativeShimOptions {
   cgroupId?: bigint;
   cgroupLevel?: number;
   ringbufBytes?: number;
+  maxChannels?: number;
   emitEvents?: boolean;
   cgroupPath?: string;
   trust?: { prefixlen: number; addr: Buffer }[];
@@ -37,13 +39,15 @@ export interface NativeShimOptions {
   optExid?: number;
 }
 
-export type UserMapName = 'policy' | 'ingress_ports' | 'egress_strip' | 'chans' | 'tcp_chans';
+export type UserMapName = 'policy' | 'ingress_ports' | 'egress_strip' | 'chans' | 'sk_in' | 'sk_out';
 
 export interface NativeAddon {
   Shim: new (opts: NativeShimOptions) => NativeShim;
   clockOffset(): bigint;
   layout(): { record: number; task: number; event: number; counters: number; chan: number; chanSeg: number; sdkSlot: number; sdkSlots: number };
   probe(): Record<string, boolean>;
+  /** A duplicate, in this process, of fd of process pid (pidfd_getfd); the caller closes it. */
+  pidfdGetfd(pid: number, fd: number): number;
   /** The other end of a UNIX socket. */
   peerCred(fd: number): { pid: number; uid: number; gid: number };
   /** Sends payload and a copy of fd (-1: none) in one message. */

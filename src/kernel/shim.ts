@@ -39,6 +39,8 @@ export const COUNTER_NAMES = [
   'tcpOptionStripped',
   'sdkSyncs',
   'sdkInvalid',
+  'skStorageFailures',
+  'channelsCreated',
 ] as const;
 export type Counters = Record<(typeof COUNTER_NAMES)[number], number>;
 
@@ -51,6 +53,9 @@ export const DROP_COUNTERS: (keyof Counters)[] = [
   'parentsTruncated',
   'tcpOptionNoSpace',
   'tcpOptionBoundaries',
+  'tcpOptionMalformed',
+  'tcpOptionStale',
+  'skStorageFailures',
 ];
 
 /** The TCP option's defaults: an RFC 6994 experimental kind and causeway's ExID. */
@@ -71,6 +76,8 @@ export interface ShimOptions {
   ringbufBytes?: number;
   /** Emit events at all (default true); false propagates records only. */
   events?: boolean;
+  /** Pipes, FIFOs and UNIX sockets followed at once (the chans table; default 16384). */
+  maxChannels?: number;
 }
 
 export interface UserMap {
@@ -78,6 +85,8 @@ export interface UserMap {
   /** flags: 0 any, 1 only if absent, 2 only if present (bpf(2)). */
   update(key: Buffer, value: Buffer, flags?: number): void;
   delete(key: Buffer): boolean;
+  /** Every key now (hash maps). */
+  keys(): Buffer[];
 }
 
 /** Emits 'events' (CausalEvent[]) in batches, and 'end' once after close(). */
@@ -104,6 +113,9 @@ export class Shim extends EventEmitter {
     const ringbufBytes = opts.ringbufBytes ?? 1 << 22;
     if (ringbufBytes < 4096 || (ringbufBytes & (ringbufBytes - 1)) !== 0)
       throw new RangeError(`the ring buffer size must be a power of two of at least 4096 bytes, not ${ringbufBytes}`);
+    const maxChannels = opts.maxChannels ?? 16384;
+    if (!Number.isInteger(maxChannels) || maxChannels < 1 || maxChannels > 1 << 22)
+      throw new RangeError(`the channel table holds 1 to ${1 << 22} channels, not ${maxChannels}`);
     if (!fs.existsSync('/sys/kernel/btf/vmlinux')) throw new NotSupportedError('kernel BTF (CONFIG_DEBUG_INFO_BTF)', '5.5');
     try {
       this.handle = new addon.Shim({
@@ -111,6 +123,7 @@ export class Shim extends EventEmitter {
         cgroupId: opts.cgroupId,
         cgroupLevel: opts.cgroupLevel,
         ringbufBytes,
+        maxChannels,
         emitEvents: opts.events ?? true,
         cgroupPath: opts.cgroupPath,
         trust: trustKeys(opts.trust),
@@ -206,7 +219,24 @@ export class Shim extends EventEmitter {
         }
       },
       delete: (key) => h.mapDelete(name, key),
+      keys: () => h.mapKeys(name),
     };
+  }
+
+  /**
+   * The key that names fd of process pid to socket-local storage (sk_in,
+   * sk_out): a duplicate of that fd in this process, closed by release().
+   */
+  socketKey(pid: number, fd: number): { key: Buffer; release(): void } {
+    let dup: number;
+    try {
+      dup = native().pidfdGetfd(pid, fd);
+    } catch (err) {
+      throw new TargetError(`fd ${fd} of process ${pid}: ${(err as Error).message}`);
+    }
+    const key = Buffer.alloc(4);
+    key.writeInt32LE(dup);
+    return { key, release: () => fs.closeSync(dup) };
   }
 
   /** The SDK: a slot map for process tgid (its fd), its release, and a thread's slot. */

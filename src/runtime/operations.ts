@@ -12,12 +12,13 @@
 import fs from 'node:fs';
 import ipaddr from 'ipaddr.js';
 import { RunCgroup } from '../kernel/cgroup';
-import { NotSupportedError, TargetError } from '../errors';
+import { TargetError } from '../errors';
 import { CausalRecord, decodeRecord, encodeRecord, newRecord, RECORD_VERSION } from '../kernel/record';
 import {
   CHAN_KIND_FIFO,
   CHAN_KIND_PIPE,
   CHAN_KIND_TCP,
+  CHAN_KIND_UNIX,
   CHAN_OFF_HEAD,
   CHAN_OFF_KIND,
   CHAN_OFF_RD,
@@ -26,6 +27,8 @@ import {
   CHAN_SEGS,
   SEG_BYTES,
   SEG_REC_OFFSET,
+  chanKey,
+  decodeChanKey,
 } from '../kernel/channel';
 import type { Shim, UserMap } from '../kernel/shim';
 import { FieldRegistry } from '../actor/fields';
@@ -74,10 +77,14 @@ export class Operations {
       const rec = this.shim.readRecord(t.tids[0]);
       return rec && rec.version !== 0 ? rec : null;
     }
-    const ch = this.loadChannel(t.map, t.keys);
-    if (!ch) return null;
-    const seg = readableSeg(ch.value);
-    return seg === null ? null : recordAt(ch.value, seg);
+    try {
+      const ch = this.loadChannel(t.map, t.keys);
+      if (!ch) return null;
+      const seg = readableSeg(ch.value);
+      return seg === null ? null : recordAt(ch.value, seg);
+    } finally {
+      t.release?.();
+    }
   }
 
   write(actor: string, target: Target, patch: RecordPatch): void {
@@ -119,35 +126,39 @@ export class Operations {
       }
       return;
     }
-    const ch = this.loadChannel(t.map, t.keys);
-    if (!ch) {
-      const rec = change(null);
-      if (rec && rec.version !== 0) throw new TargetError(`${describe(target)} has carried no tracked bytes yet: nothing to change`);
-      return;
-    }
-    const v = ch.value;
-    const pending = pendingSegs(v);
-    if (pending.length === 0) {
-      // An idle channel: what is read next carries the new record, from the read offset on.
-      const rec = change(null);
-      if (!rec) return;
-      const head = v.readUInt32LE(CHAN_OFF_HEAD);
-      const idx = head % CHAN_SEGS;
-      v.writeBigUInt64LE(v.readBigUInt64LE(CHAN_OFF_RD), CHAN_SEG_OFFSET + idx * SEG_BYTES);
-      encodeRecord(rec, v, CHAN_SEG_OFFSET + idx * SEG_BYTES + SEG_REC_OFFSET);
-      v.writeUInt32LE(head + 1, CHAN_OFF_HEAD);
-    } else {
-      for (const i of pending) {
-        const rec = change(recordAt(v, i));
-        if (rec) encodeRecord(rec, v, CHAN_SEG_OFFSET + i * SEG_BYTES + SEG_REC_OFFSET);
+    try {
+      const ch = this.loadChannel(t.map, t.keys);
+      if (!ch) {
+        const rec = change(null);
+        if (rec && rec.version !== 0) throw new TargetError(`${describe(target)} has carried no tracked bytes yet: nothing to change`);
+        return;
       }
+      const v = ch.value;
+      const pending = pendingSegs(v);
+      if (pending.length === 0) {
+        // An idle channel: what is read next carries the new record, from the read offset on.
+        const rec = change(null);
+        if (!rec) return;
+        const head = v.readUInt32LE(CHAN_OFF_HEAD);
+        const idx = head % CHAN_SEGS;
+        v.writeBigUInt64LE(v.readBigUInt64LE(CHAN_OFF_RD), CHAN_SEG_OFFSET + idx * SEG_BYTES);
+        encodeRecord(rec, v, CHAN_SEG_OFFSET + idx * SEG_BYTES + SEG_REC_OFFSET);
+        v.writeUInt32LE(head + 1, CHAN_OFF_HEAD);
+      } else {
+        for (const i of pending) {
+          const rec = change(recordAt(v, i));
+          if (rec) encodeRecord(rec, v, CHAN_SEG_OFFSET + i * SEG_BYTES + SEG_REC_OFFSET);
+        }
+      }
+      // Keep the byte accounting the kernel did meanwhile.
+      const fresh = t.map.lookup(ch.key);
+      if (fresh) {
+        fresh.copy(v, CHAN_OFF_WR, CHAN_OFF_WR, CHAN_OFF_RD + 8);
+      }
+      t.map.update(ch.key, v, 2 /* BPF_EXIST */);
+    } finally {
+      t.release?.();
     }
-    // Keep the byte accounting the kernel did meanwhile.
-    const fresh = t.map.lookup(ch.key);
-    if (fresh) {
-      fresh.copy(v, CHAN_OFF_WR, CHAN_OFF_WR, CHAN_OFF_RD + 8);
-    }
-    t.map.update(ch.key, v, 2 /* BPF_EXIST */);
   }
 
   private loadChannel(map: UserMap, keys: Buffer[]): { key: Buffer; value: Buffer } | null {
@@ -159,7 +170,7 @@ export class Operations {
   }
 
   /** Threads of a thread/process target, or the channel map keys of a channel target. */
-  private resolve(target: Target): { kind: 'threads'; tids: number[] } | { kind: 'channel'; map: UserMap; keys: Buffer[] } {
+  private resolve(target: Target): Resolved {
     if (target === 'root') return this.resolve({ pid: this.rootPid! });
     if ('tid' in target) {
       this.checkInRun(target.tid, target);
@@ -178,9 +189,9 @@ export class Operations {
     }
     if ('pipe' in target) {
       const dev = parseDev(target.pipe.dev);
-      return { kind: 'channel', map: this.shim.map('chans'), keys: [chanKey(target.pipe.ino, dev, CHAN_KIND_PIPE), chanKey(target.pipe.ino, dev, CHAN_KIND_FIFO)] };
+      return this.inodeChannel(BigInt(target.pipe.ino), dev, [CHAN_KIND_PIPE, CHAN_KIND_FIFO]);
     }
-    if ('tcp' in target) return { kind: 'channel', map: this.shim.map('tcp_chans'), keys: [tcpKey(target.tcp.from, target.tcp.to)] };
+    if ('tcp' in target) return this.tcpChannel(target.tcp.from, target.tcp.to);
     throw new TypeError(`not a target: ${JSON.stringify(target)}`);
   }
 
@@ -190,8 +201,8 @@ export class Operations {
     if (!this.cgroup.contains(id)) throw new TargetError(`${describe(target)} is not part of this run`);
   }
 
-  /** The channel a process reads through fd: a pipe, a FIFO, or the incoming direction of a TCP socket. */
-  private fdChannel(pid: number, fd: number): { kind: 'channel'; map: UserMap; keys: Buffer[] } {
+  /** The channel a process reads through fd: a pipe, a FIFO, a UNIX socket, or the incoming direction of a TCP socket. */
+  private fdChannel(pid: number, fd: number): Resolved {
     const link = `/proc/${pid}/fd/${fd}`;
     let dest: string;
     let st: fs.BigIntStats;
@@ -201,17 +212,69 @@ export class Operations {
     } catch {
       throw new TargetError(`process ${pid} has no fd ${fd}`);
     }
-    if (st.isFIFO()) {
-      const dev = kernelDev(st.dev);
-      const kind = dest.startsWith('pipe:') ? CHAN_KIND_PIPE : CHAN_KIND_FIFO;
-      return { kind: 'channel', map: this.shim.map('chans'), keys: [chanKey(Number(st.ino), dev, kind)] };
-    }
+    if (st.isFIFO()) return this.inodeChannel(st.ino, kernelDev(st.dev), [dest.startsWith('pipe:') ? CHAN_KIND_PIPE : CHAN_KIND_FIFO]);
     const m = /^socket:\[(\d+)\]$/.exec(dest);
     if (!m) throw new TargetError(`fd ${fd} of process ${pid} is ${dest}: not a channel causeway follows`);
-    const conn = tcpByInode(pid, m[1]);
-    if (!conn) throw new NotSupportedError(`channel operations on fd ${fd} of process ${pid} (not a TCP socket; UNIX sockets are keyed by kernel address)`, 'a later causeway');
-    return { kind: 'channel', map: this.shim.map('tcp_chans'), keys: [tcpKey(conn.remote, conn.local)] };
+    if (tcpByInode(pid, m[1])) return this.socketChannel(pid, fd, 'sk_in');
+    // A UNIX socket's channel is keyed by its own inode (the receiving end).
+    return { kind: 'channel', map: this.shim.map('chans'), keys: [chanKey(st.ino, kernelDev(st.dev), CHAN_KIND_UNIX)] };
   }
+
+  /** The chans keys of an inode (a FIFO's key also holds its generation, which only the map knows). */
+  private inodeChannel(ino: bigint, dev: number, kinds: number[]): Resolved {
+    const map = this.shim.map('chans');
+    const keys = map.keys().filter((k) => {
+      const d = decodeChanKey(k);
+      return d.ino === ino && d.dev === dev && kinds.includes(d.kind);
+    });
+    if (keys.length === 0) keys.push(chanKey(ino, dev, kinds[0]));
+    return { kind: 'channel', map, keys };
+  }
+
+  /** A TCP socket's channel in socket-local storage, named by a duplicate of the process's fd. */
+  private socketChannel(pid: number, fd: number, map: 'sk_in' | 'sk_out'): Resolved {
+    const { key, release } = this.shim.socketKey(pid, fd);
+    return { kind: 'channel', map: this.shim.map(map), keys: [key], release };
+  }
+
+  /** The data direction from -> to: its reader's socket in the run, else its writer's. */
+  private tcpChannel(from: string, to: string): Resolved {
+    const want = { from: canonical(from), to: canonical(to) };
+    let writer: { pid: number; fd: number } | null = null;
+    for (const pid of this.cgroup.pids()) {
+      let fds: string[];
+      try {
+        fds = fs.readdirSync(`/proc/${pid}/fd`);
+      } catch {
+        continue;
+      }
+      for (const f of fds) {
+        let dest: string;
+        try {
+          dest = fs.readlinkSync(`/proc/${pid}/fd/${f}`);
+        } catch {
+          continue;
+        }
+        const m = /^socket:\[(\d+)\]$/.exec(dest);
+        const conn = m && tcpByInode(pid, m[1]);
+        if (!conn) continue;
+        if (canonical(conn.local) === want.to && canonical(conn.remote) === want.from) return this.socketChannel(pid, Number(f), 'sk_in');
+        if (!writer && canonical(conn.local) === want.from && canonical(conn.remote) === want.to) writer = { pid, fd: Number(f) };
+      }
+    }
+    if (writer) return this.socketChannel(writer.pid, writer.fd, 'sk_out');
+    throw new TargetError(`no process of this run holds the TCP connection ${from} -> ${to}`);
+  }
+}
+
+type Resolved =
+  | { kind: 'threads'; tids: number[] }
+  | { kind: 'channel'; map: UserMap; keys: Buffer[]; release?: () => void };
+
+/** "addr:port" with the address in one canonical form (IPv4-mapped IPv6 as IPv4). */
+function canonical(endpoint: string): string {
+  const { addr, port } = parseHostPort(endpoint);
+  return `${ipaddr.fromByteArray([...addr]).toString()}:${port}`;
 }
 
 function describe(target: Target): string {
@@ -236,14 +299,6 @@ function kernelDev(dev: bigint): number {
   return (major << 20) | minor;
 }
 
-function chanKey(ino: number, dev: number, kind: number): Buffer {
-  const k = Buffer.alloc(16);
-  k.writeBigUInt64LE(BigInt(ino), 0);
-  k.writeUInt32LE(dev >>> 0, 8);
-  k.writeUInt32LE(kind, 12);
-  return k;
-}
-
 /** "addr:port" or "[v6]:port" as 16 bytes (IPv4-mapped) and a port. */
 function parseHostPort(s: string): { addr: Buffer; port: number } {
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:]+):(\d+)$/.exec(s);
@@ -254,17 +309,6 @@ function parseHostPort(s: string): { addr: Buffer; port: number } {
 }
 
 /** struct cw_tcp_key for data flowing from -> to. */
-function tcpKey(from: string, to: string): Buffer {
-  const f = parseHostPort(from);
-  const t = parseHostPort(to);
-  const k = Buffer.alloc(40);
-  f.addr.copy(k, 0);
-  t.addr.copy(k, 16);
-  k.writeUInt16LE(f.port, 32);
-  k.writeUInt16LE(t.port, 34);
-  return k;
-}
-
 /** The TCP connection of socket inode ino, from the process's network namespace. */
 function tcpByInode(pid: number, ino: string): { local: string; remote: string } | null {
   for (const file of ['tcp', 'tcp6']) {

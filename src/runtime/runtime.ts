@@ -56,6 +56,8 @@ export interface RunOptions {
   /** Called once the command runs in the cgroup, with the shim (to read or inject records). */
   onStart?: (ctx: { pid: number; shim: Shim; cgroup: RunCgroup }) => void;
   ringbufBytes?: number;
+  /** Pipes, FIFOs and UNIX sockets followed at once (default 16384); past it, counted as channelMapFull. */
+  maxChannels?: number;
   /** Networks trusted besides loopback (CIDR): records cross only within them. */
   trust?: string[];
   /** TCP option kind and ExID (defaults: 253, 0xc5a7). */
@@ -155,6 +157,7 @@ export class Runtime {
         optKind: opts.optKind,
         optExid: opts.optExid,
         ringbufBytes: opts.ringbufBytes,
+        maxChannels: opts.maxChannels,
         events: Boolean(opts.eventsFile || opts.onEvents || actors.length),
       });
       if (sinkFd !== undefined) {
