@@ -18,29 +18,48 @@ static __always_inline __s64 off_diff(const struct cw_chan *ch, __u64 a, __u64 b
 	return (__s64)(a - b);
 }
 
-/* The pipe, FIFO or UNIX channel written or read through io, created on first use. */
-static __always_inline struct cw_chan *chan_get(struct cw_io *io, __u32 kind)
+/* Adds an entry to chans; counts a full table. */
+static __always_inline long chan_insert(const struct cw_chan_key *key, const struct cw_chan *init)
 {
-	struct cw_chan *ch = bpf_map_lookup_elem(&chans, &io->key);
-	__u32 zero = 0;
-	long err;
+	long err = bpf_map_update_elem(&chans, key, init, BPF_NOEXIST);
 
-	if (ch)
-		return ch;
-	ch = bpf_map_lookup_elem(&chan_zero, &zero);	/* too big for the stack */
-	if (!ch)
-		return NULL;
 	/* EEXIST: another thread made it first, which is fine. */
-	err = bpf_map_update_elem(&chans, &io->key, ch, BPF_NOEXIST);
 	if (err == -7 /* E2BIG */ || err == -12 /* ENOMEM */)
 		count(CW_C_CHAN_FULL, 1);
 	else if (!err)
 		count(CW_C_CHAN_NEW, 1);
+	return err;
+}
+
+/* The pipe, FIFO or UNIX channel written or read through io, created on first use. */
+static __always_inline struct cw_chan *chan_get(struct cw_io *io, __u32 kind)
+{
+	struct cw_chan *ch = bpf_map_lookup_elem(&chans, &io->key);
+	struct cw_chan_key early = {};
+	__u32 zero = 0;
+
+	if (ch)
+		return ch;
+	ch = NULL;
+	if (kind == CW_CHAN_UNIX && io->key.dev) {
+		/* Bytes written before the accept: their channel moves to the inode's key. */
+		unix_early_key(io->recv, &early);
+		ch = bpf_map_lookup_elem(&chans, &early);
+	}
+	if (ch) {
+		if (!chan_insert(&io->key, ch))
+			bpf_map_delete_elem(&chans, &early);
+	} else {
+		ch = bpf_map_lookup_elem(&chan_zero, &zero);	/* too big for the stack */
+		if (!ch)
+			return NULL;
+		chan_insert(&io->key, ch);
+	}
 	ch = bpf_map_lookup_elem(&chans, &io->key);
-	if (ch && !ch->kind) {
+	if (ch && (!ch->kind || ch->key.dev != io->key.dev)) {
 		ch->key = io->key;
 		ch->sotype = io->sotype;
-		if (kind == CW_CHAN_UNIX)
+		if (kind == CW_CHAN_UNIX && !ch->kind)
 			unix_name(ch->name, io->peer, io->sk);
 		ch->kind = kind;
 	}

@@ -24,6 +24,7 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 struct cw_io {
 	struct cw_chan_key key;		/* pipe, FIFO, UNIX (the receiving socket) */
 	struct sock *sk, *peer;		/* UNIX: this socket and its peer, to name a new channel */
+	struct sock *recv;		/* UNIX: the receiving socket (its early key, see unix_early_key) */
 	__u8 sotype;
 	bool writable;			/* the file is open for writing */
 	bool msgs;			/* UNIX datagram or seqpacket: counted in messages */
@@ -61,6 +62,25 @@ static __always_inline struct inode *sock_inode(struct sock *sk)
 		return NULL;
 	file = sock->file;
 	return file ? file->f_inode : NULL;
+}
+
+/*
+ * A connection's receiving socket has no inode until the server accepts it,
+ * but its client may write before that: those bytes go to a channel keyed by
+ * the socket's address and the client's struct pid (a new connection at a
+ * reused address tells itself apart by the latter), which moves to the
+ * inode's key when the channel is first used after the accept (chan_get).
+ */
+static __always_inline void unix_early_key(struct sock *recv, struct cw_chan_key *k)
+{
+	__u64 pid = 0;
+
+	/* The pointer's value as a number (rare path: one helper call). */
+	bpf_probe_read_kernel(&pid, sizeof(pid), &recv->sk_peer_pid);
+	k->id = (__u64)recv;
+	k->dev = 0;	/* no inode has device 0 */
+	k->gen = (__u32)(pid >> 6);
+	k->kind = CW_CHAN_UNIX;
 }
 
 /*
@@ -121,15 +141,19 @@ static __always_inline __u32 fd_resolve(int fd, bool write, struct cw_io *io)
 		io->sotype = sk->sk_type;
 		io->msgs = io->sotype != SOCK_STREAM;
 		/* The channel is the receiving socket: bytes queue there. */
+		io->recv = write ? io->peer : sk;
+		if (!io->recv) {
+			count(CW_C_UNFOLLOWED, 1);	/* unconnected datagram: no peer to key on */
+			return CW_CHAN_NONE;
+		}
+		io->key.kind = CW_CHAN_UNIX;
 		recv = write ? sock_inode(io->peer) : inode;
 		if (!recv) {
-			if (write && !io->peer)
-				count(CW_C_UNFOLLOWED, 1);	/* unconnected datagram: no peer to key on */
-			return CW_CHAN_NONE;
+			unix_early_key(io->recv, &io->key);	/* not accepted yet */
+			return CW_CHAN_UNIX;
 		}
 		io->key.id = recv->i_ino;
 		io->key.dev = recv->i_sb->s_dev;
-		io->key.kind = CW_CHAN_UNIX;
 		return CW_CHAN_UNIX;
 	}
 	if ((family == AF_INET || family == AF_INET6) && sk->sk_protocol == IPPROTO_TCP)

@@ -109,18 +109,22 @@ static __always_inline bool seg_header(struct bpf_sock_ops *skops, __u32 *seq, _
 }
 
 /*
- * HDR_OPT_LEN: reserve room on data segments where a record starts: the
- * option is written once per record change, not per segment (the receiver
- * keeps a record until the next one). The kernel also asks with no segment
- * at all (tcp_flags 0) to size the MSS: reserve then on any connection that
- * carries records, or full-sized segments would outgrow the MTU.
+ * HDR_OPT_LEN: reserve room while a record starts at or after the oldest
+ * unacknowledged byte: its option may be on this segment, or on its
+ * retransmission (the kernel builds the header later, so the segment's own
+ * sequence number is not known here; WRITE_HDR_OPT checks it and leaves the
+ * room to NOPs if no record starts on the segment). Once the record's start
+ * is acknowledged, segments carry no option: the receiver keeps a record
+ * until the next one. The kernel also asks with no segment at all
+ * (tcp_flags 0) to size the MSS: reserve then on any connection that carries
+ * records, or full-sized segments would outgrow the MTU.
  */
 static __always_inline void opt_reserve(struct bpf_sock_ops *skops)
 {
-	bool mss_probe = skops->skb_tcp_flags == 0, split;
+	bool mss_probe = skops->skb_tcp_flags == 0;
 	struct bpf_sock *sk = skops->sk;
 	struct cw_chan *ch;
-	__u32 seq, len;
+	__u32 newest;
 
 	if (!sk || (skops->skb_tcp_flags & 0x02 /* SYN */))
 		return;
@@ -128,12 +132,13 @@ static __always_inline void opt_reserve(struct bpf_sock_ops *skops)
 	if (!ch || !ch->head)
 		return;
 	if (!mss_probe) {
-		if (!seg_header(skops, &seq, &len))
-			return;
-		if ((__s32)(seq + len - (__u32)ch->rd) > 0)
-			ch->rd = seq + len;	/* sent so far */
-		if (!seg_starting(ch, seq, seq + len, &split))
-			return;
+		if (!skops->skb_len)
+			return;	/* a pure ACK */
+		if ((__s32)(skops->snd_nxt - (__u32)ch->rd) > 0)
+			ch->rd = skops->snd_nxt;	/* sent so far */
+		newest = ch->seg[(ch->head - 1) & SEG_MASK].start;
+		if ((__s32)(newest - skops->snd_una) < 0)
+			return;	/* every record's start is acknowledged */
 	}
 	if (!chan_trusted(ch, true)) {
 		if (!mss_probe)
