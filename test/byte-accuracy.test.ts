@@ -90,8 +90,8 @@ async function scenario(t: Tap.Test, readSize: number, transport: Transport) {
   const res = await done;
   t.equal(res.status, 0, 'the pipeline succeeded');
   for (const k of DROP_COUNTERS) if (k !== 'tcpOptionBoundaries') t.equal(res.counters?.[k], 0, `no ${k}`);
-  // Corked, both records leave in one segment: the wire option can name only one
-  // (counted), while on one host the sequence numbers keep the mapping exact.
+  // Corked, both records leave in one segment: the option can name only one, the
+  // record of the segment's last byte (counted), on one host as between hosts.
   if (transport === 'tcpcork') t.ok(res.counters!.tcpOptionBoundaries >= 1, 'the two records shared one segment');
   else t.equal(res.counters?.tcpOptionBoundaries, 0, 'no segment held two records');
   const sends = events.filter((e) => e.type === 'send' && e.pid === writerPid && e.channel?.kind === (transport === 'tcpcork' ? 'tcp' : transport));
@@ -104,8 +104,19 @@ async function scenario(t: Tap.Test, readSize: number, transport: Transport) {
   return { reads, sendX: sendX!, sendY: sendY!, got: fs.readFileSync(out, 'utf8'), X, Y };
 }
 
-// tcpcork: TCP_CORK holds the first write back, so both records leave in one segment.
+// tcpcork: TCP_CORK holds the first write back, so both records leave in one
+// segment, whose option names Y from its first byte on: every read adopts Y.
 for (const transport of ['pipe', 'unix', 'tcp', 'tcpcork'] as Transport[]) {
+  if (transport === 'tcpcork') {
+    for (const readSize of [1000, 2000])
+      t.test(`tcpcork: reads of ${readSize} adopt Y, the record of the segment's last byte`, { skip: skip ?? false }, async (t) => {
+        const { reads, sendY, got, Y } = await scenario(t, readSize, transport);
+        t.equal(got, readSize === 1000 ? '1000 1000' : '2000', 'the reader got every byte');
+        t.equal(reads.length, 1, 'one receive event: the second read continues the run of bytes adopted');
+        t.match(reads[0], { type: 'recv', bytes: readSize, parents: [sendY.record.eventId], record: { traceId: Y.traceId } });
+      });
+    continue;
+  }
   t.test(`${transport}: reads of 1000 adopt X, then Y`, { skip: skip ?? false }, async (t) => {
     const { reads, sendX, sendY, got, X, Y } = await scenario(t, 1000, transport);
     t.equal(got, '1000 1000', 'the reader got 1000 and 1000');

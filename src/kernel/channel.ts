@@ -50,3 +50,10 @@ export function chanKey(ino: number | bigint, dev: number, kind: number, gen = 0
 export function decodeChanKey(k: Buffer): { ino: bigint; dev: number; kind: number; gen: number } {
   return { ino: k.readBigUInt64LE(0), dev: k.readUInt32LE(8), kind: k.readUInt32LE(12), gen: k.readUInt32LE(16) };
 }
+
+/** A userspace dev_t (glibc's encoding, as stat returns it) as the kernel encodes it (major << 20 | minor). */
+export function kernelDev(dev: bigint): number {
+  const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn));
+  const minor = Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn));
+  return ((major << 20) | minor) >>> 0;
+}

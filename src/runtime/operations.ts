@@ -29,6 +29,7 @@ import {
   SEG_REC_OFFSET,
   chanKey,
   decodeChanKey,
+  kernelDev,
 } from '../kernel/channel';
 import type { Shim, UserMap } from '../kernel/shim';
 import { FieldRegistry } from '../actor/fields';
@@ -292,12 +293,6 @@ function parseDev(dev: string): number {
   return (Number(m[1]) << 20) | Number(m[2]);
 }
 
-/** A userspace dev_t (glibc's encoding) as the kernel encodes it. */
-function kernelDev(dev: bigint): number {
-  const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn));
-  const minor = Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn));
-  return (major << 20) | minor;
-}
 
 /** "addr:port" or "[v6]:port" as 16 bytes (IPv4-mapped) and a port. */
 function parseHostPort(s: string): { addr: Buffer; port: number } {

@@ -24,6 +24,7 @@ import { FieldRegistry } from '../actor/fields';
 import { loadActor } from '../actor/load';
 import type { Actor, ActorContext } from '../actor/types';
 import { ActorHost, ActorStats } from './dispatch';
+import { ChannelSweeper } from './channel-sweep';
 import { Operations, applyPatch } from './operations';
 import { KernelPolicy } from './policy';
 import { SdkServer } from './sdk-server';
@@ -148,6 +149,7 @@ export class Runtime {
     let sink: fs.WriteStream | null = null;
     const hosts: ActorHost[] = [];
     const forwarders: [NodeJS.Signals, () => void][] = [];
+    let sweepTimer: NodeJS.Timeout | undefined;
     try {
       shim = new Shim({
         cgroupId: cgroup.id,
@@ -172,6 +174,17 @@ export class Runtime {
       const shimRef = shim;
       for (const a of actors) hosts.push(new ActorHost(a, actorContext(a, ops, policy, registry, counters), opts.actorQueue ?? 65536));
       for (const h of hosts) await h.call('start');
+
+      // Channels of dead pipes and sockets are deleted before the table fills.
+      const sweeper = new ChannelSweeper(shim, cgroup, opts.maxChannels ?? 16384);
+      sweepTimer = setInterval(() => {
+        try {
+          sweeper.maybeSweep();
+        } catch (err) {
+          debug('channel sweep failed: %s', (err as Error).message);
+        }
+      }, 1000);
+      sweepTimer.unref();
 
       const sdkRef = sdk;
       shim.on('events', (batch: CausalEvent[]) => {
@@ -213,6 +226,7 @@ export class Runtime {
       result.status = code ?? 128 + (signal ? os.constants.signals[signal] : 0);
       debug('%s exited: code %s signal %s', opts.command, code, signal);
     } finally {
+      if (sweepTimer) clearInterval(sweepTimer);
       for (const [sig, f] of forwarders) process.off(sig, f);
       // Leftover processes are killed first, so that nothing runs untracked.
       result.killedLeftovers = await cgroup.destroy().catch((err) => {
