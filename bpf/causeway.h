@@ -30,6 +30,8 @@
  */
 #define CW_OPT_LEN 28
 #define CW_OPT_VERSION 1
+#define CW_OPT_F_SAMPLED (1u << 0)
+#define CW_OPT_F_ACTOR (1u << 1)	/* the record has an actor area: on this host, in map actor_areas */
 
 /* The metadata record: 64 bytes, carried with bytes, inherited across fork/exec. */
 struct cw_record {
@@ -257,6 +259,7 @@ enum cw_counter {
 	CW_C_SDK_INVALID,	/* SDK slot records refused (bad version) */
 	CW_C_SK_NOMEM,		/* socket storage could not be created: a TCP connection went unfollowed */
 	CW_C_CHAN_NEW,		/* channels created in map chans (user space sweeps the dead ones) */
+	CW_C_ACTOR_LOST,	/* a TCP option announced an actor area that this host does not hold */
 	CW_C_MAX,
 };
 

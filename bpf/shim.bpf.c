@@ -67,6 +67,19 @@ struct {
 	__type(value, struct cw_chan);
 } sk_in SEC(".maps");
 
+/*
+ * The actor areas of records sent over TCP, by event id: the option has no
+ * room for them, so on one host a receiver of the same run takes them from
+ * here. Keys are random ids, never reused; an LRU loses only old areas, and
+ * a receiver that misses one counts it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u8[CW_ACTOR_BYTES]);
+} actor_areas SEC(".maps");
+
 /* One zeroed channel: the initial value of a new entry (too big for the stack). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -359,6 +372,7 @@ int BPF_PROG(handle_tcp_send, struct sock *sk, struct msghdr *msg, struct sk_buf
 	struct cw_task *t = task_state();
 	struct tcp_sock *tp;
 	struct cw_chan *ch;
+	__u32 head;
 
 	/* Once per syscall: later calls of this send continue its segment. */
 	if (!t || t->op != CW_OP_TCP_ARMED)
@@ -370,7 +384,10 @@ int BPF_PROG(handle_tcp_send, struct sock *sk, struct msghdr *msg, struct sk_buf
 	ch = tcp_chan(&sk_out, sk, true, true);
 	if (!ch)
 		return 0;
+	head = ch->head;
 	write_enter(t, ch, tp->write_seq);
+	if (ch->head != head && has_actor_area(&t->rec))
+		actor_area_keep(&ch->seg[(ch->head - 1) & SEG_MASK].rec);
 	t->tcp = ch->tcp;
 	t->op = CW_OP_TCP_WRITE;
 	return 0;

@@ -52,6 +52,26 @@ static __always_inline void skops_key(struct bpf_sock_ops *skops, bool egress, s
 	k->pad = 0;
 }
 
+static __always_inline bool has_actor_area(const struct cw_record *r)
+{
+	const __u64 *a = (const __u64 *)r->actor;
+
+	return a[0] | a[1] | a[2] | a[3];
+}
+
+/* The key of a record's actor area: its event id, with trace id bits above the 48. */
+static __always_inline __u64 actor_key(const struct cw_record *r)
+{
+	return r->event_id | (__u64)*(const __u16 *)&r->trace_id[14] << 48;
+}
+
+static __always_inline void actor_area_keep(const struct cw_record *r)
+{
+	__u64 key = actor_key(r);
+
+	bpf_map_update_elem(&actor_areas, &key, r->actor, BPF_ANY);
+}
+
 /* Whether the peer of this channel is trusted: one LPM lookup per channel and direction. */
 static __always_inline bool chan_trusted(struct cw_chan *ch, bool egress)
 {
@@ -179,7 +199,8 @@ static __always_inline void opt_write(struct bpf_sock_ops *skops)
 	if (split)
 		count(CW_C_OPT_BOUNDARY, 1);
 	opt_head(opt, CW_OPT_LEN);
-	opt[4] = CW_OPT_VERSION << 4 | (s->rec.flags & CW_F_SAMPLED);
+	opt[4] = CW_OPT_VERSION << 4 | (s->rec.flags & CW_F_SAMPLED) |
+		 (has_actor_area(&s->rec) ? CW_OPT_F_ACTOR : 0);
 	opt[5] = s->rec.priority;
 	__builtin_memcpy(&opt[6], s->rec.trace_id, 16);
 	for (int i = 0; i < 6; i++)
@@ -241,7 +262,7 @@ static __always_inline void opt_parse(struct bpf_sock_ops *skops)
 		return;
 	}
 	rec.version = CW_RECORD_VERSION;
-	rec.flags = opt[4] & CW_F_SAMPLED;
+	rec.flags = opt[4] & CW_OPT_F_SAMPLED;
 	rec.priority = opt[5];
 	__builtin_memcpy(rec.trace_id, &opt[6], 16);
 	for (int i = 0; i < 6; i++)
@@ -249,6 +270,15 @@ static __always_inline void opt_parse(struct bpf_sock_ops *skops)
 	if (!rec.event_id) {
 		count(CW_C_OPT_MALFORMED, 1);
 		return;
+	}
+	if (opt[4] & CW_OPT_F_ACTOR) {
+		__u64 key = actor_key(&rec);
+		__u8 *area = bpf_map_lookup_elem(&actor_areas, &key);
+
+		if (area)
+			__builtin_memcpy(rec.actor, area, CW_ACTOR_BYTES);
+		else
+			count(CW_C_ACTOR_LOST, 1);	/* another host or run, or evicted */
 	}
 	if (ch->head) {
 		last = &ch->seg[(ch->head - 1) & SEG_MASK];

@@ -41,6 +41,7 @@ export const COUNTER_NAMES = [
   'sdkInvalid',
   'skStorageFailures',
   'channelsCreated',
+  'actorAreasLost',
 ] as const;
 export type Counters = Record<(typeof COUNTER_NAMES)[number], number>;
 
