@@ -191,7 +191,8 @@ struct cw_chan {
 	__u8 sotype;		/* UNIX: SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET */
 	__u8 trust;		/* TCP: CW_TRUST_* bits, each decided once per channel */
 	__u32 flags;		/* CW_CHF_* */
-	__u32 pad;
+	__u32 inst_head;	/* FIFO: the highest pipe->head seen (it only grows in one instance) */
+	__u64 inst;		/* FIFO: the pipe instance (struct pipe_inode_info) its counters belong to */
 	char name[CW_PATH_BYTES];	/* UNIX: bound path, "\0abstract", or empty (socketpair) */
 	struct cw_seg seg[CW_SEGS];
 };

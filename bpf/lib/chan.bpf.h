@@ -38,8 +38,27 @@ static __always_inline struct cw_chan *chan_get(struct cw_io *io, __u32 kind)
 	struct cw_chan_key early = {};
 	__u32 zero = 0;
 
-	if (ch)
+	if (ch) {
+		/*
+		 * A FIFO's bytes die when its last reader and writer close it; a
+		 * reopened FIFO is a new pipe instance whose offsets start anew. A
+		 * new instance at the old one's address shows by its head counter,
+		 * which starts again from 0 (in one instance it only grows, so a
+		 * live one never shows 0 again once it showed more).
+		 */
+		if (kind == CW_CHAN_FIFO) {
+			if (ch->inst != (__u64)io->inst || (!io->inst_head && ch->inst_head)) {
+				ch->wr = ch->rd = 0;
+				ch->head = 0;
+				ch->flags = 0;
+				ch->inst = (__u64)io->inst;
+				ch->inst_head = 0;
+			}
+			if (io->inst_head > ch->inst_head)
+				ch->inst_head = io->inst_head;
+		}
 		return ch;
+	}
 	ch = NULL;
 	if (kind == CW_CHAN_UNIX && io->key.dev) {
 		/* Bytes written before the accept: their channel moves to the inode's key. */
@@ -57,6 +76,7 @@ static __always_inline struct cw_chan *chan_get(struct cw_io *io, __u32 kind)
 	}
 	ch = bpf_map_lookup_elem(&chans, &io->key);
 	if (ch && (!ch->kind || ch->key.dev != io->key.dev)) {
+		ch->inst = (__u64)io->inst;
 		ch->key = io->key;
 		ch->sotype = io->sotype;
 		if (kind == CW_CHAN_UNIX && !ch->kind)

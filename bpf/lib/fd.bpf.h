@@ -25,6 +25,8 @@ struct cw_io {
 	struct cw_chan_key key;		/* pipe, FIFO, UNIX (the receiving socket) */
 	struct sock *sk, *peer;		/* UNIX: this socket and its peer, to name a new channel */
 	struct sock *recv;		/* UNIX: the receiving socket (its early key, see unix_early_key) */
+	void *inst;			/* FIFO: the pipe instance (a FIFO reopened gets a new one) */
+	__u32 inst_head;		/* FIFO: its head counter now */
 	__u8 sotype;
 	bool writable;			/* the file is open for writing */
 	bool msgs;			/* UNIX datagram or seqpacket: counted in messages */
@@ -122,6 +124,13 @@ static __always_inline __u32 fd_resolve(int fd, bool write, struct cw_io *io)
 		io->key.id = inode->i_ino;
 		io->key.dev = sb->s_dev;
 		io->key.gen = io->key.kind == CW_CHAN_FIFO ? inode->i_generation : 0;
+		if (io->key.kind == CW_CHAN_FIFO) {
+			struct pipe_inode_info *pipe = bpf_rdonly_cast(file->private_data,
+								       bpf_core_type_id_kernel(struct pipe_inode_info));
+
+			io->inst = file->private_data;
+			io->inst_head = pipe->head;
+		}
 		return io->key.kind;
 	}
 	if (mode != S_IFSOCK)
