@@ -7,6 +7,10 @@
  *                   $PP_SERVER_NS on $PP_ADDR:$PP_PORT, the parent connects
  *                   from $PP_CLIENT_NS
  *          bulk     TCP over loopback, the child streams SIZE-byte writes
+ * With PP_ROLE=server or PP_ROLE=client, tcpns runs one end only, so that the
+ * two ends can live in separate processes (separate causeway runs): the server
+ * serves one connection and exits at its end; the client retries its connect
+ * for a few seconds, until the server listens.
  * OUT gets round trips per second (bytes per second for bulk).
  * CPU >= 0 pins both ends to one CPU. */
 #define _GNU_SOURCE
@@ -82,14 +86,20 @@ static int tcp_listen(const char *addr, int port, int *bound)
 	return s;
 }
 
-static int tcp_connect(const char *addr, int port)
+static int tcp_connect(const char *addr, int port, double retry_secs)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
 	int one = 1, s = socket(AF_INET, SOCK_STREAM, 0);
+	double until = now() + retry_secs;
 
 	inet_pton(AF_INET, addr, &sa.sin_addr);
-	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)))
-		die("connect");
+	while (connect(s, (struct sockaddr *)&sa, sizeof(sa))) {
+		if (now() > until)
+			die("connect");
+		close(s);
+		s = socket(AF_INET, SOCK_STREAM, 0);
+		usleep(10000);
+	}
 	setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	return s;
 }
@@ -108,6 +118,8 @@ int main(int argc, char **argv)
 	int to_child = -1, from_child = -1, child_in = -1, child_out = -1, ready[2], port = 0, lst = -1;
 	bool bulk = strcmp(mode, "bulk") == 0;
 	const char *addr = getenv("PP_ADDR") ? getenv("PP_ADDR") : "127.0.0.1";
+	const char *role = getenv("PP_ROLE") ? getenv("PP_ROLE") : "";
+	bool server_only = !strcmp(role, "server"), client_only = !strcmp(role, "client");
 
 	if (cpu >= 0) {
 		cpu_set_t set;
@@ -138,13 +150,17 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
-	pid_t child = fork();
+	if ((server_only || client_only) && strcmp(mode, "tcpns")) {
+		fprintf(stderr, "PP_ROLE applies to tcpns only\n");
+		return 2;
+	}
+	pid_t child = server_only ? 0 : client_only ? -1 : fork();
 	if (child == 0) {
 		if (!strcmp(mode, "tcpns")) {
 			enter_ns(getenv("PP_SERVER_NS"));
 			lst = tcp_listen(addr, port, &port);
 		}
-		if (write(ready[1], "r", 1) != 1)
+		if (!server_only && write(ready[1], "r", 1) != 1)
 			die("ready");
 		if (lst >= 0) {
 			int one = 1;
@@ -160,12 +176,12 @@ int main(int argc, char **argv)
 			full(wr, child_out, buf, size);
 		}
 	}
-	if (read(ready[0], buf, 1) != 1)
+	if (!client_only && read(ready[0], buf, 1) != 1)
 		die("ready");
 	if (lst >= 0 || !strcmp(mode, "tcpns")) {
 		if (!strcmp(mode, "tcpns"))
 			enter_ns(getenv("PP_CLIENT_NS"));
-		to_child = from_child = tcp_connect(addr, port);
+		to_child = from_child = tcp_connect(addr, port, client_only ? 10 : 0);
 	}
 
 	double result;
@@ -198,8 +214,12 @@ int main(int argc, char **argv)
 		}
 		result = n / (t - start);
 	}
-	kill(child, SIGKILL);
-	waitpid(child, NULL, 0);
+	if (client_only) {
+		close(to_child);	/* the server sees the end and exits */
+	} else {
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
+	}
 	FILE *f = fopen(argv[4], "w");
 	if (!f)
 		die(argv[4]);

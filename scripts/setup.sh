@@ -5,9 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: the BPF toolchain, libbpf, what node-gyp needs, and what the
-# tests use (tcpdump; chromium renders the tracer's HTML report), and the
-# application benchmark's data store (redis-server, bench/app).
-pkgs=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev make g++ python3 pkg-config iproute2 curl tcpdump chromium redis-server)
+# tests use (tcpdump; chromium renders the tracer's HTML report), the
+# application benchmark's data store (redis-server, bench/app), and the real
+# servers and their load generators of bench/servers.ts (redis-benchmark is in
+# redis-tools; PostgreSQL, with pgbench, in postgresql and postgresql-contrib).
+pkgs=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev make g++ python3 pkg-config iproute2 curl tcpdump chromium
+  redis-server redis-tools postgresql postgresql-contrib)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
