@@ -402,10 +402,10 @@ int BPF_PROG(handle_sock_recv, struct sock *sk, int ret, int flags)
 	struct cw_chan *ch;
 	__u32 seq, rd0;
 
-	if (ret <= 0)
+	if (ret <= 0 || sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	t = task_state();
-	if (!t || sk->sk_protocol != IPPROTO_TCP)
+	if (!t)
 		return 0;
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
