@@ -205,7 +205,8 @@ export async function runDemo(opts: DemoOptions = {}, out: NodeJS.WritableStream
     for (const g of graphs) out.write(renderTree(g) + '\n\n');
     const main = graphs.find((g) => g.trace === root.traceId);
     const missing = (['pipe', 'unix', 'tcp'] as const).filter((k) => !main?.hops.some((h) => h.recv.channel?.kind === k));
-    out.write(explain(main, { a: ns.a, b: ns.b, addrA, addrB }));
+    const c = res.counters;
+    out.write(explain(main, { a: ns.a, b: ns.b, addrA, addrB }, { written: c?.tcpOptionsWritten ?? 0, received: c?.tcpOptionsReceived ?? 0 }));
     out.write(`\nthe trace database: ${db}\n  causeway ls --db ${db}\n  causeway show --db ${db} ${root.traceId.slice(0, 12)}\n`);
     out.write(`the HTML report (timeline, process graph, hops): ${html}\n`);
     if (opts.events) out.write(`the events as JSON Lines: ${opts.events} (format: docs/events.md)\n`);
@@ -226,7 +227,11 @@ export async function runDemo(opts: DemoOptions = {}, out: NodeJS.WritableStream
 }
 
 /** What to look at in the tree: the hops, grouped by writer, reader and channel, with their latencies. */
-export function explain(g: TraceGraph | undefined, net: { a: string; b: string; addrA: string; addrB: string }): string {
+export function explain(
+  g: TraceGraph | undefined,
+  net: { a: string; b: string; addrA: string; addrB: string },
+  options: { written: number; received: number } = { written: 0, received: 0 },
+): string {
   if (!g) return 'the root record stored no events: was the run sampled?\n';
   const who = (e: TraceEvent) => `${e.comm}[${e.pid}]`;
   const groups = new Map<string, Hop[]>();
@@ -252,9 +257,12 @@ export function explain(g: TraceGraph | undefined, net: { a: string; b: string; 
   const unix = g.hops.filter((h) => h.recv.channel?.kind === 'unix');
   if (unix.length)
     lines.push(`- the UNIX socket: ${unix.length} hops, each request from the api to the store and each answer back; the reader adopts the writer's record and names its send as parent.`);
-  if (tcp.length && net.a)
-    lines.push(`- across the namespaces: ${net.a} (${net.addrA}) -> ${net.b} (${net.addrB}); the record rode in the TCP header option (tcpOptionsWritten and tcpOptionsReceived in the summary line), accepted because ${DEMO_SUBNET} is trusted.`);
-  else if (tcp.length) lines.push('- TCP over loopback (no namespaces here): the record rode in the TCP header option.');
+  // Said only as the run's own counters show it.
+  const crossed = options.received > 0
+    ? `the record rode in the TCP header option (${options.written} written, ${options.received} accepted in this run)`
+    : `no TCP header option was accepted in this run (tcpOptionsReceived = 0)`;
+  if (tcp.length && net.a) lines.push(`- across the namespaces: ${net.a} (${net.addrA}) -> ${net.b} (${net.addrB}); ${crossed}${options.received > 0 ? `, accepted because ${DEMO_SUBNET} is trusted` : ''}.`);
+  else if (tcp.length) lines.push(`- TCP over loopback (no namespaces here): ${crossed}.`);
   if (g.roots.length === 1)
     lines.push(`- one root: every event of the ${g.processes.length} processes descends from the driver's first event; the whole run took ${ms(g.end - g.start)} ms.`);
   else lines.push(`- ${g.roots.length} roots: some events do not descend from the driver's first one.`);
