@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
 import { bpfUnavailable, tmpdir, waitFor } from './helpers';
-import { makeHosts, subnet } from './netns';
+import { makeHosts, subnet, type Host } from './netns';
 import { run, RunOptions } from '../src/runtime/runtime';
 import { newTraceId } from '../src/kernel/record';
 import type { CausalEvent } from '../src/kernel/events';
@@ -26,7 +26,7 @@ const PY = skip ? 'python3' : execFileSync('python3', ['-c', 'import sys; print(
 /** What the helpers use of a tap test. */
 interface T {
   ok(v: unknown, m: string): unknown;
-  equal(a: unknown, b: unknown, m: string): unknown;
+  equal(a: unknown, b: unknown, ...m: [string] | [string, { todo: string }]): unknown;
   teardown(fn: () => unknown): void;
 }
 /** Why TCP-MD5 cannot be used here (setsockopt(TCP_MD5SIG) fails), or null. */
@@ -66,6 +66,24 @@ function dropsAre(t: T, c: Counters | null, expected: Drops, who = '') {
 
 const count = (events: CausalEvent[], type: string, kind?: string) =>
   events.filter((e) => e.type === type && (kind === undefined || e.channel?.kind === kind)).length;
+
+/** The drop counters that the subtests below force. */
+const FORCED: (keyof Counters)[] = [
+  'ringbufDrops',
+  'segmentsOverwritten',
+  'parentsTruncated',
+  'channelMapFull',
+  'tcpOptionNoSpace',
+  'tcpOptionBoundaries',
+  'tcpOptionMalformed',
+  'tcpOptionStale',
+  'skStorageFailures',
+  'taskStorageFailures',
+];
+
+t.test('every drop counter of the shim has a subtest here that forces it', async (t) => {
+  t.same([...DROP_COUNTERS].sort(), [...FORCED].sort(), 'a new drop counter needs a workload here that forces it');
+});
 
 t.test('ringbufDrops: events delivered + events dropped = the events the workload makes', { skip: skip ?? false }, async (t) => {
   const bin = dropsBin(t);
@@ -148,27 +166,29 @@ function plain(cmd: string, args: string[]) {
   });
 }
 
+/** TCP-MD5 conversations in host h: the server in one run, the client in another (the record crosses only in the option). */
+async function md5Conversations(dir: string, h: Host, port: number, n: number, extra: string[]) {
+  const md5 = path.join(FIXTURES, 'md5.py');
+  const ready = path.join(dir, `ready${port}`);
+  const server = inNs(h.ns, [PY, md5, 'server', '127.0.0.1', String(port), ready, String(n), ...extra]);
+  await waitFor(() => fs.existsSync(ready), 10000, 'the server to listen');
+  const client = await inNs(h.ns, [PY, md5, 'client', '127.0.0.1', String(port), String(n), ...extra]);
+  return { client, server: await server };
+}
+
 t.test('tcpOptionNoSpace: TCP-MD5 on both ends leaves no room for the option', { skip: md5Skip ?? false }, async (t) => {
   const dir = tmpdir(t);
   const [h] = makeHosts(t, 1);
-  const md5 = path.join(FIXTURES, 'md5.py');
   const n = 3;
-  /** The server in one run, the client in another: the record can cross only in the option. */
-  const converse = async (port: number, extra: string[]) => {
-    const ready = path.join(dir, `ready${port}`);
-    const server = inNs(h.ns, [PY, md5, 'server', '127.0.0.1', String(port), ready, String(n), ...extra]);
-    await waitFor(() => fs.existsSync(ready), 10000, 'the server to listen');
-    const client = await inNs(h.ns, [PY, md5, 'client', '127.0.0.1', String(port), String(n), ...extra]);
-    return { client, server: await server };
-  };
-  const control = await converse(7000, ['plain']);
+  const control = await md5Conversations(dir, h, 7000, n, ['plain']);
   t.equal(control.client.res.status, 0, 'without MD5: the conversations ran');
+  t.equal(control.server.res.status, 0, 'without MD5: the server answered them');
   t.equal(control.client.counters.tcpOptionsWritten, n, 'without MD5: the client wrote an option per request');
   t.equal(control.server.counters.tcpOptionsReceived, n, 'which the server accepted');
   dropsAre(t, control.client.counters, {}, 'without MD5, client: ');
   dropsAre(t, control.server.counters, {}, 'without MD5, server: ');
 
-  const { client, server } = await converse(7001, []);
+  const { client, server } = await md5Conversations(dir, h, 7001, n, []);
   t.equal(client.res.status, 0, 'with MD5: the conversations ran (exit 3: the kernel has no TCP-MD5)');
   t.equal(server.res.status, 0, 'the server answered them');
   // Each connection's request is one data segment that starts a record (the client's), and so is
@@ -178,6 +198,31 @@ t.test('tcpOptionNoSpace: TCP-MD5 on both ends leaves no room for the option', {
   t.equal(client.counters.tcpOptionsWritten + server.counters.tcpOptionsWritten, 0, 'no option was written');
   t.equal(server.counters.tcpOptionsReceived, 0, 'none was received');
   t.equal(count(server.events, 'recv', 'tcp'), 0, "the server never adopted the client's record");
+});
+
+/**
+ * A counting bug: the shim counts tcpOptionNoSpace in HDR_OPT_LEN (opt_reserve), for every data
+ * segment sent while the record's first byte is unacknowledged, not only for the segment that
+ * holds that byte (the only one that would carry the option): a 1 MiB write counts 2 here.
+ */
+const NOSPACE_PER_SEGMENT = 'tcpOptionNoSpace counts every segment in flight before the record start is acknowledged (opt_reserve)';
+
+t.test('tcpOptionNoSpace: one record in a write of several segments is one option missing', { skip: md5Skip ?? false }, async (t) => {
+  const dir = tmpdir(t);
+  const [h] = makeHosts(t, 1);
+  const size = String(1 << 20);
+  // With room, this record takes one option (on the segment holding its first byte)...
+  const control = await md5Conversations(dir, h, 7000, 1, [size, 'plain']);
+  t.equal(control.client.res.status, 0, 'without MD5: the conversation ran');
+  t.equal(control.client.counters.tcpOptionsWritten, 1, 'without MD5: one option for the one record');
+  dropsAre(t, control.client.counters, {}, 'without MD5, client: ');
+  // ...so without room, one option is missing: on the client, and on the server for its answer.
+  const { client, server } = await md5Conversations(dir, h, 7001, 1, [size]);
+  t.equal(client.res.status, 0, 'with MD5: the conversation ran');
+  t.equal(server.res.status, 0, 'the server answered');
+  t.equal(client.counters.tcpOptionNoSpace, 1, 'client: tcpOptionNoSpace = 1, the one record', { todo: NOSPACE_PER_SEGMENT });
+  dropsAre(t, client.counters, { tcpOptionNoSpace: client.counters.tcpOptionNoSpace }, 'client, the other counters: ');
+  dropsAre(t, server.counters, { tcpOptionNoSpace: 1 }, 'server: ');
 });
 
 t.test('tcpOptionBoundaries: a segment holding bytes of two records', { skip: skip ?? false }, async (t) => {
@@ -225,7 +270,13 @@ t.test('skStorageFailures: socket storage refused by net.core.optmem_max', { ski
   const dir = tmpdir(t);
   const [h] = makeHosts(t, 1);
   const node = path.join(FIXTURES, 'tcp_node.py');
-  const optmem = (v: string) => execFileSync('ip', ['netns', 'exec', h.ns, 'sh', '-c', `echo ${v} > /proc/sys/net/core/optmem_max`]);
+  const optmem = (v: string) => {
+    try {
+      execFileSync('ip', ['netns', 'exec', h.ns, 'sh', '-c', `echo ${v} > /proc/sys/net/core/optmem_max`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    } catch (err) {
+      throw new Error(`this kernel does not let a network namespace set its own net.core.optmem_max: ${(err as Error).message}`);
+    }
+  };
   const converse = (tag: string) =>
     inNs(h.ns, ['sh', '-c', `"$0" "$1" server 127.0.0.1 7000 "$2" & "$0" "$1" client 127.0.0.1 7000 > "$3"; wait`, PY, node, path.join(dir, `ready-${tag}`), path.join(dir, `out-${tag}`)]);
   const control = await converse('control');
@@ -327,7 +378,7 @@ t.test('taskStorageFailures: task storage refused by the memory cgroup charged f
     throw new Error(`could not limit ${dir}`);
   };
   fs.writeFileSync(path.join(dir, 'cgroup.procs'), String(process.pid));
-  const N = 1000;
+  const N = 2000; // the per-CPU caches and what this process frees meanwhile held 150 to 700 here
   const { res, events, counters: c } = await traced({
     command: bin,
     args: ['hold', String(N)],
