@@ -144,7 +144,7 @@ static __always_inline void opt_reserve(struct bpf_sock_ops *skops)
 	bool mss_probe = skops->skb_tcp_flags == 0;
 	struct bpf_sock *sk = skops->sk;
 	struct cw_chan *ch;
-	__u32 newest;
+	__u32 newest = 0;
 
 	if (!sk || (skops->skb_tcp_flags & 0x02 /* SYN */))
 		return;
@@ -165,8 +165,14 @@ static __always_inline void opt_reserve(struct bpf_sock_ops *skops)
 			count(ch->trust & CW_TRUST_OUT_STRIPPED ? CW_C_OPT_STRIPPED : CW_C_OPT_UNTRUSTED_OUT, 1);
 		return;
 	}
-	if (bpf_reserve_hdr_opt(skops, CW_OPT_LEN, 0) && !mss_probe)
-		count(CW_C_OPT_NOSPACE, 1);	/* e.g. SACK blocks or TCP-MD5 took the room: a record lost */
+	/*
+	 * No room (SACK blocks, TCP-MD5): a record is lost, counted once, on the
+	 * first transmission of the segment that holds its first byte (new data
+	 * starts at snd_nxt; a retransmission does not count it again).
+	 */
+	if (bpf_reserve_hdr_opt(skops, CW_OPT_LEN, 0) && !mss_probe &&
+	    (__s32)(newest - skops->snd_nxt) >= 0 && (__s32)(newest - (skops->snd_nxt + skops->skb_len)) < 0)
+		count(CW_C_OPT_NOSPACE, 1);
 }
 
 /* An option's first 4 bytes: kind, length, ExID. */
