@@ -4,12 +4,12 @@
  * no same-kernel shortcut between them). The record crosses in the TCP
  * header option only.
  */
-import t from 'tap';
+import t, { Test } from 'tap';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { bpfUnavailable, causeway, EventJson, readEvents, tmpdir, waitFor } from './helpers';
 import { makeHosts, subnet, subnet6, Host } from './netns';
-import { readTcpPackets } from './pcap';
+import { readTcpPackets, TcpPacket } from './pcap';
 import { newTraceId } from '../src/kernel/record';
 import fs from 'node:fs';
 
@@ -36,21 +36,47 @@ function plain(h: Host, role: string[]) {
 
 const tcpEvents = (file: string) => readEvents(file).filter((e) => e.channel?.kind === 'tcp');
 
-t.test('two hosts: the server adopts the client\'s trace and event ids from the option', { skip: skip ?? false }, async (t) => {
-  const dir = tmpdir(t);
-  const [a, b] = makeHosts(t, 2);
-  const trust = [subnet(a)];
-  const trace = newTraceId();
-  // Capture on the client's link, in the hub: what the wire carries.
-  const pcap = path.join(dir, 'wire.pcap');
-  const hub = a.ns.replace(/n0$/, 'h');
-  const dump = spawn('ip', ['netns', 'exec', hub, 'tcpdump', '-Z', 'root', '--immediate-mode', '-i', a.hubIf, '-U', '-w', pcap, 'tcp'], {
+/** tcpdump on a host's link, in the hub: what the wire carries. Resolves to a function that stops it and returns the packets. */
+async function captureLink(t: Test, h: Host, dir: string): Promise<() => Promise<TcpPacket[]>> {
+  const pcap = path.join(dir, `${h.hubIf}.pcap`);
+  const hub = h.ns.replace(/n\d+$/, 'h');
+  const dump = spawn('ip', ['netns', 'exec', hub, 'tcpdump', '-Z', 'root', '--immediate-mode', '-i', h.hubIf, '-U', '-w', pcap, 'tcp'], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   t.teardown(() => dump.kill());
   let dumpLog = '';
   dump.stderr!.on('data', (d) => (dumpLog += d));
   await waitFor(() => /listening on/.test(dumpLog), 10000, 'tcpdump to start');
+  return async () => {
+    dump.kill('SIGINT');
+    await new Promise((r) => dump.on('close', r));
+    return readTcpPackets(pcap);
+  };
+}
+
+/** The first data segment from `src` carries causeway's option naming `trace` and the send `event`. */
+function checkOptionOnWire(t: Test, packets: TcpPacket[], src: string, trace: string, event: string | undefined) {
+  const data = packets.filter((p) => p.src === src && p.payload > 0);
+  t.ok(data.length >= 1, `the capture holds the request from ${src}`);
+  const opt = data[0]?.options.find((o) => o.kind === 253);
+  t.ok(opt, 'an experimental option (kind 253) in the data segment');
+  if (opt) {
+    t.equal(opt.bytes.length, 28, '28 bytes');
+    t.equal(opt.bytes.readUInt16BE(2), 0xc5a7, 'ExID 0xc5a7');
+    t.equal(opt.bytes[4] >> 4, 1, 'layout version 1');
+    t.equal(opt.bytes[4] & 1, 1, 'sampled');
+    t.equal(opt.bytes.toString('hex', 6, 22), trace, 'the trace id');
+    t.equal(opt.bytes.toString('hex', 22, 28), event?.slice(4), "the 48-bit id of the client's send");
+  }
+  t.ok(data[0]?.options.some((o) => o.kind === 8), 'beside the timestamps option');
+}
+
+t.test('two hosts: the server adopts the client\'s trace and event ids from the option', { skip: skip ?? false }, async (t) => {
+  const dir = tmpdir(t);
+  const [a, b] = makeHosts(t, 2);
+  const trust = [subnet(a)];
+  const trace = newTraceId();
+  const stopCapture = await captureLink(t, a, dir);
 
   const server = traced(b, dir, 'server', ['server', b.addr, '7000', path.join(dir, 'ready')], { trust });
   const client = await traced(a, dir, 'client', ['client', b.addr, '7000'], { trust, trace });
@@ -72,21 +98,7 @@ t.test('two hosts: the server adopts the client\'s trace and event ids from the 
   const answer = se.find((e) => e.type === 'send');
   t.same(back?.parents, [answer?.event], "the answer leads back to the server's send");
 
-  dump.kill('SIGINT');
-  await new Promise((r) => dump.on('close', r));
-  const packets = readTcpPackets(pcap).filter((p) => p.src === a.addr && p.payload > 0);
-  t.ok(packets.length >= 1, 'the capture holds the request');
-  const opt = packets[0].options.find((o) => o.kind === 253);
-  t.ok(opt, 'an experimental option (kind 253) in the data segment');
-  if (opt) {
-    t.equal(opt.bytes.length, 28, '28 bytes');
-    t.equal(opt.bytes.readUInt16BE(2), 0xc5a7, 'ExID 0xc5a7');
-    t.equal(opt.bytes[4] >> 4, 1, 'layout version 1');
-    t.equal(opt.bytes[4] & 1, 1, 'sampled');
-    t.equal(opt.bytes.toString('hex', 6, 22), trace, 'the trace id');
-    t.equal(opt.bytes.toString('hex', 22, 28), send?.event.slice(4), "the 48-bit id of the client's send");
-  }
-  t.ok(packets[0].options.some((o) => o.kind === 8), 'beside the timestamps option');
+  checkOptionOnWire(t, await stopCapture(), a.addr, trace, send?.event);
 });
 
 t.test('two hosts over IPv6', { skip: skip ?? false }, async (t) => {
@@ -94,6 +106,7 @@ t.test('two hosts over IPv6', { skip: skip ?? false }, async (t) => {
   const [a, b] = makeHosts(t, 2);
   const trust = [subnet6(a)];
   const trace = newTraceId();
+  const stopCapture = await captureLink(t, a, dir);
   const server = traced(b, dir, 'server', ['server', b.addr6, '7000', path.join(dir, 'ready')], { trust });
   const client = await traced(a, dir, 'client', ['client', b.addr6, '7000'], { trust, trace });
   const srv = await server;
@@ -103,6 +116,7 @@ t.test('two hosts over IPv6', { skip: skip ?? false }, async (t) => {
   const recv = tcpEvents(path.join(dir, 'server.jsonl')).find((e) => e.type === 'recv');
   t.match(recv, { trace, channel: { local: b.addr6, remote: a.addr6 } }, "the server holds the client's trace");
   t.same(recv?.parents, [send?.event], "and names the client's send");
+  checkOptionOnWire(t, await stopCapture(), a.addr6, trace, send?.event);
 });
 
 t.test('three hops: client -> middle -> backend, one causal chain', { skip: skip ?? false }, async (t) => {
