@@ -24,12 +24,21 @@
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 /* Set through the skeleton's rodata before load. */
-const volatile __u64 cw_cgroup_id = 0;		/* the run's cgroup v2 id */
-const volatile __u32 cw_cgroup_level = 0;	/* its depth below the root */
 const volatile __u64 cw_wakeup_bytes = 65536;	/* wake the reader past this backlog */
 const volatile bool cw_emit_events = true;	/* false: propagate only, no ring buffer */
 const volatile __u8 cw_opt_kind = 253;		/* TCP option kind (RFC 6994 experimental) */
 const volatile __u16 cw_opt_exid = 0xc5a7;	/* its ExID */
+
+/*
+ * The run's cgroup, by file descriptor: the kernel compares cgroups, not ids
+ * and depths that a cgroup namespace or mount would shift.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} run_cgroup SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -159,7 +168,7 @@ struct {
 
 static __always_inline bool in_scope(void)
 {
-	return bpf_get_current_ancestor_cgroup_id(cw_cgroup_level) == cw_cgroup_id;
+	return bpf_current_task_under_cgroup(&run_cgroup, 0) == 1;
 }
 
 static __always_inline struct cw_task *task_state(void)

@@ -89,7 +89,7 @@ class Shim : public Napi::ObjectWrap<Shim> {
                        });
   }
 
-  // new Shim({ kind: 'shim' | 'floor', cgroupId: bigint, cgroupLevel, ringbufBytes })
+  // new Shim({ kind: 'shim' | 'floor', cgroupPath, ringbufBytes, ... })
   // Opens, loads and attaches; throws "failed to <step>: ..." with libbpf's log.
   explicit Shim(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Shim>(info) {
     Napi::Env env = info.Env();
@@ -104,12 +104,8 @@ class Shim : public Napi::ObjectWrap<Shim> {
       if ((err = cw_floor::attach(floor_)) != 0) Fail(env, err, "attach the floor programs", log.log);
       return;
     }
-    bool lossless = false;
-    uint64_t cgroup_id = opts.Get("cgroupId").As<Napi::BigInt>().Uint64Value(&lossless);
     shim_ = cw_shim::open();
     if (shim_ == nullptr) Fail(env, errno, "open the shim", log.log);
-    shim_->rodata->cw_cgroup_id = cgroup_id;
-    shim_->rodata->cw_cgroup_level = opts.Get("cgroupLevel").As<Napi::Number>().Uint32Value();
     shim_->rodata->cw_emit_events = opts.Get("emitEvents").ToBoolean().Value();
     shim_->rodata->cw_opt_kind = opts.Get("optKind").As<Napi::Number>().Uint32Value();
     shim_->rodata->cw_opt_exid = opts.Get("optExid").As<Napi::Number>().Uint32Value();
@@ -121,6 +117,17 @@ class Shim : public Napi::ObjectWrap<Shim> {
         (err = bpf_map__set_max_entries(shim_->maps.chans, max_chans.As<Napi::Number>().Uint32Value())) != 0)
       Fail(env, err, "size the channel table", log.log);
     if ((err = cw_shim::load(shim_)) != 0) Fail(env, err, "load the shim", log.log);
+
+    // The run's cgroup, by fd: scopes the fork hook and carries the sockops program.
+    std::string cgroup = opts.Get("cgroupPath").As<Napi::String>();
+    int cgfd = open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (cgfd < 0) Fail(env, errno, "open the run's cgroup " + cgroup, log.log);
+    uint32_t zero = 0, cgfd32 = static_cast<uint32_t>(cgfd);
+    err = bpf_map__update_elem(shim_->maps.run_cgroup, &zero, sizeof(zero), &cgfd32, sizeof(cgfd32), BPF_ANY);
+    if (err != 0) {
+      close(cgfd);
+      Fail(env, err, "scope the shim to the run's cgroup " + cgroup, log.log);
+    }
 
     // Trusted networks: [{ prefixlen, addr: Buffer(16) }], before anything runs.
     Napi::Array trust = opts.Get("trust").As<Napi::Array>();
@@ -134,12 +141,12 @@ class Shim : public Napi::ObjectWrap<Shim> {
       if ((err = bpf_map__update_elem(shim_->maps.trusted_nets, &key, sizeof(key), &one, sizeof(one), BPF_ANY)) != 0)
         Fail(env, err, "set the trusted networks", log.log);
     }
-    if ((err = cw_shim::attach(shim_)) != 0) Fail(env, err, "attach the shim", log.log);
+    if ((err = cw_shim::attach(shim_)) != 0) {
+      close(cgfd);
+      Fail(env, err, "attach the shim", log.log);
+    }
 
     // sockops has no automatic attachment: it goes on the run's cgroup.
-    std::string cgroup = opts.Get("cgroupPath").As<Napi::String>();
-    int cgfd = open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (cgfd < 0) Fail(env, errno, "open the run's cgroup " + cgroup, log.log);
     sockops_link_ = bpf_program__attach_cgroup(shim_->progs.handle_sockops, cgfd);
     err = errno;
     close(cgfd);

@@ -153,7 +153,7 @@ export async function runChecks(): Promise<Check[]> {
 async function loadShimOnce(): Promise<void> {
   const cg = RunCgroup.create();
   try {
-    const shim = new Shim({ cgroupId: cg.id, cgroupLevel: cg.level, cgroupPath: cg.dir });
+    const shim = new Shim({ cgroupPath: cg.dir });
     await shim.close();
   } finally {
     await cg.destroy();

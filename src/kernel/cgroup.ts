@@ -11,7 +11,14 @@ import { CausewayError, PermissionError } from '../errors';
 
 const debug = createDebug('causeway:cgroup');
 
-/** Where cgroup v2 is mounted, from /proc/self/mountinfo; null if it is not. */
+/** cgroup2's filesystem magic (statfs f_type). */
+const CGROUP2_SUPER_MAGIC = 0x63677270;
+
+/**
+ * Where cgroup v2 is mounted, from /proc/self/mountinfo; null if it is not.
+ * The last mount that is still reachable wins: inside a container a fresh
+ * cgroup2 mount at /sys/fs/cgroup hides the ones listed before it.
+ */
 export function cgroup2Mount(): string | null {
   let info: string;
   try {
@@ -19,11 +26,20 @@ export function cgroup2Mount(): string | null {
   } catch {
     return null;
   }
+  const points: string[] = [];
   for (const line of info.split('\n')) {
     // "... mount-point options - fstype source super-options"
     const [pre, post] = line.split(' - ');
     if (!post || post.split(' ')[0] !== 'cgroup2') continue;
-    return pre.split(' ')[4] ?? null;
+    const point = pre.split(' ')[4];
+    if (point) points.push(point.replace(/\\(\d{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8))));
+  }
+  for (const point of points.reverse()) {
+    try {
+      if (Number(fs.statfsSync(point).type) === CGROUP2_SUPER_MAGIC) return point;
+    } catch {
+      /* hidden or gone: the next one */
+    }
   }
   return null;
 }

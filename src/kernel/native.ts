@@ -28,8 +28,6 @@ export interface NativeShim {
 
 export interface NativeShimOptions {
   kind: 'shim' | 'floor';
-  cgroupId?: bigint;
-  cgroupLevel?: number;
   ringbufBytes?: number;
   maxChannels?: number;
   emitEvents?: boolean;

@@ -64,9 +64,7 @@ export const DEFAULT_OPT_KIND = 253;
 export const DEFAULT_OPT_EXID = 0xc5a7;
 
 export interface ShimOptions {
-  cgroupId: bigint;
-  cgroupLevel: number;
-  /** The run's cgroup directory: the TCP option program attaches there. */
+  /** The run's cgroup directory: the shim follows forks inside it, the TCP option program attaches there. */
   cgroupPath: string;
   /** Networks (CIDR) trusted besides loopback. */
   trust?: string[];
@@ -121,8 +119,6 @@ export class Shim extends EventEmitter {
     try {
       this.handle = new addon.Shim({
         kind: 'shim',
-        cgroupId: opts.cgroupId,
-        cgroupLevel: opts.cgroupLevel,
         ringbufBytes,
         maxChannels,
         emitEvents: opts.events ?? true,
@@ -148,7 +144,7 @@ export class Shim extends EventEmitter {
         this.emit('events', decodeEvents(batch, this.clockOffset));
       });
     }
-    debug('loaded for cgroup %d', opts.cgroupId);
+    debug('loaded for cgroup %s', opts.cgroupPath);
   }
 
   /** Events as an async iterator of batches; ends after close(). */

@@ -152,8 +152,6 @@ export class Runtime {
     let sweepTimer: NodeJS.Timeout | undefined;
     try {
       shim = new Shim({
-        cgroupId: cgroup.id,
-        cgroupLevel: cgroup.level,
         cgroupPath: cgroup.dir,
         trust: opts.trust,
         optKind: opts.optKind,
