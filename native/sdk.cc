@@ -1,4 +1,4 @@
-// See sdk.h. Server side (the runtime, root): peerCred, sendFd, closeFd.
+// See sdk.h. Server side (the runtime, root): peerProcess, pidfdAlive, sendFd, closeFd.
 // Client side (the traced program, any user): gettid, sdkAttach.
 #include "sdk.h"
 
@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <string>
 
@@ -25,18 +26,55 @@ namespace {
   throw e;
 }
 
-// peerCred(fd) -> { pid, uid, gid } of the process at the other end of a UNIX socket.
-Napi::Value PeerCred(const Napi::CallbackInfo &info) {
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+
+// The pid a pidfd names in our pid namespace, from its fdinfo: > 0 while the
+// process runs (or is a zombie), -1 once it is reaped, 0 outside our namespace.
+int PidOfPidfd(int pidfd) {
+  std::string path = "/proc/self/fdinfo/" + std::to_string(pidfd);
+  FILE *f = fopen(path.c_str(), "re");
+  if (f == nullptr) return -1;
+  char line[256];
+  int pid = -1;
+  while (fgets(line, sizeof(line), f))
+    if (sscanf(line, "Pid:\t%d", &pid) == 1) break;
+  fclose(f);
+  return pid;
+}
+
+// peerProcess(fd) -> { pidfd, pid, uid, gid }: the process that connected to
+// this UNIX socket, as a pidfd (SO_PEERPIDFD, Linux 6.5): unlike a pid, it can
+// never name another process. pid is what the pidfd names now (-1: exited);
+// uid and gid are the credentials it connected with. Close pidfd with closeFd.
+Napi::Value PeerProcess(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   int fd = info[0].As<Napi::Number>().Int32Value();
   struct ucred cred = {};
   socklen_t len = sizeof(cred);
   if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) Throw(env, errno, "read the peer's credentials");
+  int pidfd = -1;
+  len = sizeof(pidfd);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) != 0) {
+    // ESRCH: the process that connected is gone.
+    if (errno == ESRCH) pidfd = -1;
+    else Throw(env, errno, "read the peer's pidfd (SO_PEERPIDFD needs Linux 6.5)");
+  }
   Napi::Object o = Napi::Object::New(env);
-  o.Set("pid", cred.pid);
+  o.Set("pidfd", pidfd);
+  o.Set("pid", pidfd >= 0 ? PidOfPidfd(pidfd) : -1);
   o.Set("uid", cred.uid);
   o.Set("gid", cred.gid);
   return o;
+}
+
+// pidfdAlive(pidfd): whether the process has not been reaped, so that its pid
+// still names it (signal 0 sends nothing).
+Napi::Value PidfdAlive(const Napi::CallbackInfo &info) {
+  int pidfd = info[0].As<Napi::Number>().Int32Value();
+  bool alive = syscall(SYS_pidfd_send_signal, pidfd, 0, nullptr, 0) == 0;
+  return Napi::Boolean::New(info.Env(), alive);
 }
 
 // sendFd(sock, fd, payload): one message carrying payload and a copy of fd (fd < 0: none).
@@ -141,7 +179,8 @@ Napi::Value SdkAttach(const Napi::CallbackInfo &info) {
 }  // namespace
 
 void InitSdk(Napi::Env env, Napi::Object exports) {
-  exports.Set("peerCred", Napi::Function::New(env, PeerCred));
+  exports.Set("peerProcess", Napi::Function::New(env, PeerProcess));
+  exports.Set("pidfdAlive", Napi::Function::New(env, PidfdAlive));
   exports.Set("sendFd", Napi::Function::New(env, SendFd));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));
   exports.Set("gettid", Napi::Function::New(env, Gettid));

@@ -47,7 +47,10 @@ export interface NativeAddon {
   /** A duplicate, in this process, of fd of process pid (pidfd_getfd); the caller closes it. */
   pidfdGetfd(pid: number, fd: number): number;
   /** The other end of a UNIX socket. */
-  peerCred(fd: number): { pid: number; uid: number; gid: number };
+  /** The process that connected to a UNIX socket: a pidfd (-1: gone), the pid it names now (-1: exited), its credentials at connect. */
+  peerProcess(fd: number): { pidfd: number; pid: number; uid: number; gid: number };
+  /** Whether the process a pidfd names has not been reaped (its pid still names it). */
+  pidfdAlive(pidfd: number): boolean;
   /** Sends payload and a copy of fd (-1: none) in one message. */
   sendFd(sock: number, fd: number, payload: Buffer): void;
   closeFd(fd: number): void;
