@@ -3,7 +3,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { CausewayError } from '../src/errors';
 import { parseTrust, trustKeys, TrustKey, TRUST_MAX_KEYS } from '../src/kernel/trust';
-import { causeway, tmpdir } from './helpers';
+import { bpfUnavailable, causeway, readEvents, tmpdir } from './helpers';
+import { makeHosts, subnet, subnet6, Host } from './netns';
+import { newTraceId } from '../src/kernel/record';
 
 /** An address as the shim keys a peer: 16 bytes, IPv4 as ::ffff:a.b.c.d. */
 function peer(a: string): Buffer {
@@ -185,4 +187,34 @@ t.test('the CLI refuses a bad --trust before anything loads, the way it reports 
   t.equal(r3.status, 1, 'trace refuses it too');
   t.match(r3.stderr, /^causeway: --trust 10\/8: /);
   t.notOk(fs.existsSync(db), 'before the trace database is opened');
+});
+
+t.test('in the kernel: ::/0 trusts an IPv6 peer and no IPv4 one, 0.0.0.0/0 the other way round', { skip: bpfUnavailable() ?? false }, async (t) => {
+  const dir = tmpdir(t);
+  const [a, b] = makeHosts(t, 2);
+  const NODE = path.join(__dirname, 'fixtures', 'tcp_node.py');
+  const traced = (h: Host, name: string, trust: string, role: string[], trace?: string) =>
+    causeway(['run', '-e', path.join(dir, `${name}.jsonl`), '--trust', trust, ...(trace ? ['--trace', trace] : []), '--', 'ip', 'netns', 'exec', h.ns, 'python3', NODE, ...role]);
+  /** A client on a that trusts the server and writes records; a server on b that trusts only `trust` (besides loopback). */
+  const exchange = async (name: string, trust: string, v6: boolean, port: number) => {
+    const trace = newTraceId();
+    const [to, net] = v6 ? [b.addr6, subnet6(a)] : [b.addr, subnet(a)];
+    const server = traced(b, `${name}-server`, trust, ['server', to, String(port), path.join(dir, `${name}-ready`)]);
+    const client = await traced(a, `${name}-client`, net, ['client', to, String(port)], trace);
+    const srv = await server;
+    t.equal(client.stdout, 'ok:hello\n', `${name}: the conversation works: ${client.stderr}`);
+    t.match(client.stderr, /tcpOptionsWritten=[1-9]/, `${name}: the client wrote records`);
+    const adopted = readEvents(path.join(dir, `${name}-server.jsonl`)).some((e) => e.trace === trace);
+    return { srv: srv.stderr, adopted };
+  };
+
+  const v4 = await exchange('all6-over-ipv4', '::/0', false, 7000);
+  t.notOk(v4.adopted, '--trust ::/0: the server did not adopt a record from an IPv4 peer');
+  t.match(v4.srv, /tcpOptionUntrustedIn=[1-9]/, 'it counted it as untrusted');
+  const v6 = await exchange('all6-over-ipv6', '::/0', true, 7001);
+  t.ok(v6.adopted, '--trust ::/0: the server adopted the record of an IPv6 peer');
+  t.notMatch(v6.srv, /tcpOptionUntrustedIn/);
+  const v4only = await exchange('all4-over-ipv6', '0.0.0.0/0', true, 7002);
+  t.notOk(v4only.adopted, '--trust 0.0.0.0/0: not from an IPv6 peer');
+  t.match(v4only.srv, /tcpOptionUntrustedIn=[1-9]/);
 });
