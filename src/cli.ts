@@ -10,7 +10,7 @@ import { renderHtml } from './tracer/html';
 import { runChecks, report } from './doctor';
 import { runDemo } from './demo';
 import { newRecord } from './kernel/record';
-import { parseTrust } from './kernel/trust';
+import { trustKeys } from './kernel/trust';
 import { CausewayError } from './errors';
 
 function intArg(min: number, max: number) {
@@ -85,7 +85,7 @@ function withRunOptions(c: Command, sampleFlag = true): Command {
     .option('--trace <id>', 'trace id of the root record (32 hex digits; default: a new one)', traceArg)
     .option('--ringbuf-size <bytes>', 'event ring buffer size (power of two)', sizeArg, 1 << 22)
     .option('--max-channels <n>', 'pipes, FIFOs and UNIX sockets followed at once', intArg(1, 1 << 22), 16384)
-    .option('--trust <cidr>', 'also trust this network (repeatable; loopback is trusted): records cross only within trusted networks', collect, [])
+    .option('--trust <cidr>', 'also trust this network (repeatable; loopback is trusted): records cross only within trusted networks; 0.0.0.0/0 is every IPv4 peer, ::/0 every IPv6 one (docs/tcp-option.md)', collect, [])
     .option('--tcp-option-kind <kind>', 'TCP option kind carrying the record across hosts (253 or 254)', optKindArg, 253)
     .option('--tcp-option-exid <exid>', 'its 16-bit ExID (RFC 6994), e.g. 0xc5a7', exidArg, 0xc5a7)
     .option('-a, --actor <spec>', 'run an actor: a built-in name (ingress-mint, accountant) or a module path, with options after ":" (repeatable), e.g. accountant:tenant=3', collect, [])
@@ -98,6 +98,7 @@ function withRunOptions(c: Command, sampleFlag = true): Command {
 function runOptions(cmd: string[], o: RunFlags): RunOptions {
   const record = newRecord({ sampled: o.sample !== false, priority: o.priority });
   if (o.trace) record.traceId = o.trace;
+  trustKeys(o.trust); // a bad --trust is refused before anything loads
   return {
     command: cmd[0],
     args: cmd.slice(1),
@@ -105,7 +106,7 @@ function runOptions(cmd: string[], o: RunFlags): RunOptions {
     record,
     ringbufBytes: o.ringbufSize,
     maxChannels: o.maxChannels,
-    trust: o.trust.map((c) => (parseTrust(c), c)),
+    trust: o.trust,
     optKind: o.tcpOptionKind,
     optExid: o.tcpOptionExid,
     summary: !o.quiet,

@@ -116,6 +116,7 @@ export class Shim extends EventEmitter {
     if (!Number.isInteger(maxChannels) || maxChannels < 1 || maxChannels > 1 << 22)
       throw new RangeError(`the channel table holds 1 to ${1 << 22} channels, not ${maxChannels}`);
     if (!fs.existsSync('/sys/kernel/btf/vmlinux')) throw new NotSupportedError('kernel BTF (CONFIG_DEBUG_INFO_BTF)', '5.5');
+    const trust = trustKeys(opts.trust); // a bad network is the caller's error, on any kernel
     try {
       this.handle = new addon.Shim({
         kind: 'shim',
@@ -123,7 +124,7 @@ export class Shim extends EventEmitter {
         maxChannels,
         emitEvents: opts.events ?? true,
         cgroupPath: opts.cgroupPath,
-        trust: trustKeys(opts.trust),
+        trust,
         optKind: opts.optKind ?? DEFAULT_OPT_KIND,
         optExid: opts.optExid ?? DEFAULT_OPT_EXID,
       });

@@ -17,7 +17,7 @@ import { once } from 'node:events';
 import createDebug from 'debug';
 import { RunCgroup } from '../kernel/cgroup';
 import { Counters, DROP_COUNTERS, Shim } from '../kernel/shim';
-import { CausalEvent, eventToJson } from '../kernel/events';
+import { CausalEvent } from '../kernel/events';
 import { CausalRecord, newRecord } from '../kernel/record';
 import { CausewayError, PermissionError } from '../errors';
 import { FieldRegistry } from '../actor/fields';
@@ -25,6 +25,7 @@ import { loadActor } from '../actor/load';
 import type { Actor, ActorContext } from '../actor/types';
 import { ActorHost, ActorStats } from './dispatch';
 import { ChannelSweeper } from './channel-sweep';
+import { EventsFile } from './events-file';
 import { Operations, applyPatch } from './operations';
 import { KernelPolicy } from './policy';
 import { SdkServer } from './sdk-server';
@@ -78,6 +79,8 @@ export interface RunResult {
   actors: Record<string, ActorStats>;
   /** SDK attach requests served and refused. */
   sdk: { attached: number; refused: number };
+  /** Events not written to the events file (a write failed: that one's and every later one). */
+  eventsFileLost: number;
 }
 
 /** Finds a command the way a shell does; null if there is none. */
@@ -127,7 +130,7 @@ export class Runtime {
   async run(): Promise<RunResult> {
     const opts = this.opts;
     if (process.geteuid?.() !== 0) throw new PermissionError('causeway run');
-    const result: RunResult = { status: 1, counters: null, events: 0, killedLeftovers: 0, actors: {}, sdk: { attached: 0, refused: 0 } };
+    const result: RunResult = { status: 1, counters: null, events: 0, killedLeftovers: 0, actors: {}, sdk: { attached: 0, refused: 0 }, eventsFileLost: 0 };
     if (!resolveCommand(opts.command)) {
       process.stderr.write(`causeway: ${opts.command}: command not found\n`);
       return { ...result, status: 127 };
@@ -135,18 +138,10 @@ export class Runtime {
     const { actors, registry } = await prepareActors(opts.actors ?? []);
 
     // Open the events file first: a bad path fails before anything starts.
-    let sinkFd: number | undefined;
-    if (opts.eventsFile) {
-      try {
-        sinkFd = fs.openSync(opts.eventsFile, 'w');
-      } catch (err) {
-        throw new CausewayError(`cannot write events to ${opts.eventsFile}: ${(err as Error).message}`);
-      }
-    }
+    const sink = opts.eventsFile ? EventsFile.open(opts.eventsFile) : null;
     const cgroup = RunCgroup.create();
     let shim: Shim | null = null;
     let sdk: SdkServer | null = null;
-    let sink: fs.WriteStream | null = null;
     const hosts: ActorHost[] = [];
     const forwarders: [NodeJS.Signals, () => void][] = [];
     let sweepTimer: NodeJS.Timeout | undefined;
@@ -160,10 +155,6 @@ export class Runtime {
         maxChannels: opts.maxChannels,
         events: Boolean(opts.eventsFile || opts.onEvents || actors.length),
       });
-      if (sinkFd !== undefined) {
-        sink = fs.createWriteStream('', { fd: sinkFd });
-        sink.on('error', (err) => process.stderr.write(`causeway: writing events: ${err.message}\n`));
-      }
       if (opts.sdk !== false) sdk = await SdkServer.listen(shim, cgroup);
 
       const ops = new Operations(shim, cgroup, registry, opts.record ?? newRecord());
@@ -187,7 +178,7 @@ export class Runtime {
       const sdkRef = sdk;
       shim.on('events', (batch: CausalEvent[]) => {
         result.events += batch.length;
-        if (sink) sink.write(batch.map((e) => JSON.stringify(eventToJson(e))).join('\n') + '\n');
+        sink?.write(batch);
         opts.onEvents?.(batch);
         for (const h of hosts) h.push(batch);
         if (sdkRef) for (const e of batch) if (e.type === 'exit' && !e.thread) sdkRef.release(e.pid);
@@ -248,8 +239,8 @@ export class Runtime {
         }
       }
       if (sink) {
-        sink.end();
-        await once(sink, 'close');
+        await sink.close();
+        result.eventsFileLost = sink.lost;
       }
       if (opts.summary !== false || dropped(result)) process.stderr.write(summaryLine(result) + '\n');
     }
@@ -295,10 +286,14 @@ function actorContext(a: Actor, ops: Operations, policy: KernelPolicy, registry:
   };
 }
 
-/** True if anything was lost: a shim drop counter, or an actor's dropped events. */
-export function dropped(r: Pick<RunResult, 'counters' | 'actors'>): boolean {
+/** True if anything was lost: a shim drop counter, an actor's dropped events, or events the events file did not get. */
+export function dropped(r: Pick<RunResult, 'counters' | 'actors' | 'eventsFileLost'>): boolean {
   const c = r.counters;
-  return (c !== null && DROP_COUNTERS.some((k) => c[k] > 0)) || Object.values(r.actors ?? {}).some((s) => s.dropped > 0 || s.errors > 0);
+  return (
+    (c !== null && DROP_COUNTERS.some((k) => c[k] > 0)) ||
+    Object.values(r.actors ?? {}).some((s) => s.dropped > 0 || s.errors > 0) ||
+    r.eventsFileLost > 0
+  );
 }
 
 /** The end-of-run summary: counts, and every drop by name. */
@@ -306,6 +301,7 @@ export function summaryLine(s: RunResult): string {
   const c = s.counters;
   if (!c) return 'causeway: the shim was not loaded';
   const drops = DROP_COUNTERS.filter((k) => c[k] > 0).map((k) => `${k}=${c[k]}`);
+  if (s.eventsFileLost) drops.push(`eventsFileLost=${s.eventsFileLost}`);
   let line = `causeway: ${s.events} events, ${c.sends} sends and ${c.recvs} receives carried records, `;
   line += drops.length ? `DROPS: ${drops.join(' ')}` : '0 dropped';
   const net = (['tcpOptionsWritten', 'tcpOptionsReceived', 'tcpOptionUntrustedOut', 'tcpOptionUntrustedIn', 'tcpOptionMalformed', 'tcpOptionStale', 'tcpOptionStripped', 'unfollowedSends', 'minted', 'sdkSyncs', 'sdkInvalid'] as const)

@@ -34,9 +34,17 @@ export function toTraceEvent(e: CausalEvent, host: string): TraceEvent {
 
 export interface TracerStats {
   stored: number;
+  /** Events a failed transaction did not store (each batch is stored whole or not at all). */
   failed: number;
+  /** The first store error, if any. */
+  error?: Error;
 }
 
+/**
+ * Stores every batch. A batch the store refuses (a full disk, say) is counted
+ * in stats.failed and the run goes on; the next batch is tried again. The
+ * first error is reported once, as it happens; the rest only counted.
+ */
 export function tracerActor(store: TraceStore, run: number, host: string, stats: TracerStats): Actor {
   return {
     name: 'tracer',
@@ -46,7 +54,10 @@ export function tracerActor(store: TraceStore, run: number, host: string, stats:
         stats.stored += batch.length;
       } catch (err) {
         stats.failed += batch.length;
-        throw err; // counted and reported as a hook failure too
+        if (!stats.error) {
+          stats.error = err as Error;
+          process.stderr.write(`causeway: storing events in ${store.file} failed: ${(err as Error).message}; the run goes on, the events not stored are counted\n`);
+        }
       }
     },
   };

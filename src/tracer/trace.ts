@@ -2,6 +2,10 @@
  * `causeway trace`: `causeway run` with the tracer actor. Stores every event
  * in the trace database, shows a status line while it runs on a terminal,
  * and afterwards writes the HTML report and exports to OTLP if asked.
+ *
+ * Once the command has run, nothing that fails afterwards (a full database,
+ * an unwritable report) takes its status away: each failure is reported,
+ * what it lost is counted, and the rest goes on.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -33,6 +37,8 @@ export interface TraceOptions extends RunOptions {
 export interface TraceResult extends RunResult {
   traces: string[];
   stored: number;
+  /** Events the store refused (a failed transaction, e.g. a full disk): lost. */
+  storeFailed: number;
   db: string;
 }
 
@@ -42,7 +48,13 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
   const host = opts.host ?? os.hostname();
   const db = opts.db ?? defaultDbPath();
   const store = TraceStore.open(db);
-  const runId = store.beginRun([opts.command, ...opts.args].join(' '), host);
+  let runId: number;
+  try {
+    runId = store.beginRun([opts.command, ...opts.args].join(' '), host);
+  } catch (err) {
+    store.close();
+    throw new CausewayError(`cannot write to the trace database ${db}: ${(err as Error).message}`);
+  }
   const stats: TracerStats = { stored: 0, failed: 0 };
   const record = opts.record ?? newRecord();
   // Sampling decides at the root: an unsampled record still propagates, and emits nothing.
@@ -58,8 +70,14 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
     const drops = c ? DROP_COUNTERS.reduce((n, k) => n + c[k], 0) : 0;
     const rateNow = stats.stored - lastStored;
     lastStored = stats.stored;
-    const { traces } = store.count();
-    process.stderr.write(`\r\x1b[Kcauseway trace: ${rateNow} events/s, ${stats.stored} stored, ${traces} trace(s) in the database, ${drops} dropped, ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    let traces = '?';
+    try {
+      traces = String(store.count().traces);
+    } catch {
+      /* a database that fails is reported by the tracer */
+    }
+    const lost = stats.failed ? `, ${stats.failed} NOT STORED` : '';
+    process.stderr.write(`\r\x1b[Kcauseway trace: ${rateNow} events/s, ${stats.stored} stored${lost}, ${traces} trace(s) in the database, ${drops} dropped, ${((Date.now() - started) / 1000).toFixed(0)} s`);
   };
   let res: RunResult;
   try {
@@ -80,24 +98,47 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
       process.stderr.write('\r\x1b[K');
     }
   }
-  store.endRun(runId, res.status, res.counters);
-  const traces = store.tracesOfRun(runId);
+  // From here on the command's status is known: failures are reported, never thrown.
+  const failed = (what: string, err: unknown) => process.stderr.write(`causeway: ${what} failed: ${(err as Error).message}\n`);
+  try {
+    store.endRun(runId, res.status, res.counters);
+  } catch (err) {
+    failed(`recording the run's end (status ${res.status}) in ${db}`, err);
+  }
+  let traces: string[] = [];
+  try {
+    traces = store.tracesOfRun(runId);
+  } catch (err) {
+    failed(`reading this run's traces from ${db}`, err);
+  }
   const graphs = (): TraceGraph[] => traces.map((t) => buildGraph(t, store.events(t)));
   if (opts.summary !== false || stats.failed) process.stderr.write(
     `causeway: tracer stored ${stats.stored} events of ${traces.length} trace(s) in ${db}` +
-      (stats.failed ? `; FAILED to store ${stats.failed}` : '') +
+      (stats.failed ? `; FAILED to store ${stats.failed} events, LOST (${stats.error?.message})` : '') +
       `; peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB` +
       (traces.length ? `; causeway show ${traces[0].slice(0, 12)}${traces.length > 1 ? ' (and causeway ls)' : ''}` : '') +
       '\n',
   );
   if (opts.html) {
-    fs.writeFileSync(opts.html, renderHtml(graphs(), { title: `causeway trace: ${opts.command}` }));
-    process.stderr.write(`causeway: wrote the HTML report to ${opts.html}\n`);
+    try {
+      fs.writeFileSync(opts.html, renderHtml(graphs(), { title: `causeway trace: ${opts.command}` }));
+      process.stderr.write(`causeway: wrote the HTML report to ${opts.html}\n`);
+    } catch (err) {
+      failed(`writing the HTML report to ${opts.html}`, err);
+    }
   }
   if (opts.otlp) {
-    const r = await exportOtlp(graphs(), opts.otlp);
-    process.stderr.write(`causeway: exported ${r.spans} span(s) to ${opts.otlp}${r.failed ? `; FAILED: ${r.failed}${r.error ? ` (${r.error})` : ''}` : ''}\n`);
+    try {
+      const r = await exportOtlp(graphs(), opts.otlp);
+      process.stderr.write(`causeway: exported ${r.spans} span(s) to ${opts.otlp}${r.failed ? `; FAILED: ${r.failed}${r.error ? ` (${r.error})` : ''}` : ''}\n`);
+    } catch (err) {
+      failed(`exporting to ${opts.otlp}`, err);
+    }
   }
-  store.close();
-  return { ...res, traces, stored: stats.stored, db };
+  try {
+    store.close();
+  } catch (err) {
+    failed(`closing ${db}`, err);
+  }
+  return { ...res, traces, stored: stats.stored, storeFailed: stats.failed, db };
 }
