@@ -48,6 +48,8 @@ export interface NativeAddon {
   probe(): Record<string, boolean>;
   /** A duplicate, in this process, of fd of process pid (pidfd_getfd); the caller closes it. */
   pidfdGetfd(pid: number, fd: number): number;
+  /** flock(fd, LOCK_EX | LOCK_NB): true once held, false if another open file holds it. */
+  flockTry(fd: number): boolean;
   /** The other end of a UNIX socket. */
   peerCred(fd: number): { pid: number; uid: number; gid: number };
   /** Sends payload and a copy of fd (-1: none) in one message. */
