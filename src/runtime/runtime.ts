@@ -15,7 +15,7 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import createDebug from 'debug';
-import { RunCgroup } from '../kernel/cgroup';
+import type { RunCgroup } from '../kernel/cgroup';
 import { Counters, DROP_COUNTERS, Shim } from '../kernel/shim';
 import { CausalEvent, eventToJson } from '../kernel/events';
 import { CausalRecord, newRecord } from '../kernel/record';
@@ -28,6 +28,7 @@ import { ChannelSweeper } from './channel-sweep';
 import { Operations, applyPatch } from './operations';
 import { KernelPolicy } from './policy';
 import { SdkServer } from './sdk-server';
+import { RunEntry } from './registry';
 
 const debug = createDebug('causeway:runtime');
 
@@ -143,7 +144,9 @@ export class Runtime {
         throw new CausewayError(`cannot write events to ${opts.eventsFile}: ${(err as Error).message}`);
       }
     }
-    const cgroup = RunCgroup.create();
+    // Sweeps what dead runs left, registers this one, makes its cgroup below ours.
+    const entry = await RunEntry.create();
+    const cgroup = entry.cgroup;
     let shim: Shim | null = null;
     let sdk: SdkServer | null = null;
     let sink: fs.WriteStream | null = null;
@@ -166,7 +169,7 @@ export class Runtime {
         sink = fs.createWriteStream('', { fd: sinkFd });
         sink.on('error', (err) => process.stderr.write(`causeway: writing events: ${err.message}\n`));
       }
-      if (opts.sdk !== false) sdk = await SdkServer.listen(shim, cgroup);
+      if (opts.sdk !== false) sdk = await SdkServer.listen(shim, cgroup, entry.dir);
 
       const ops = new Operations(shim, cgroup, registry, opts.record ?? newRecord());
       const policy = new KernelPolicy(shim, opts.sampleRate);
@@ -229,8 +232,10 @@ export class Runtime {
       if (sweepTimer) clearInterval(sweepTimer);
       for (const [sig, f] of forwarders) process.off(sig, f);
       // Leftover processes are killed first, so that nothing runs untracked.
+      let cgroupGone = true;
       result.killedLeftovers = await cgroup.destroy().catch((err) => {
         process.stderr.write(`causeway: ${(err as Error).message}\n`);
+        cgroupGone = false;
         return 0;
       });
       // The SDK's slot maps go while the shim that holds them is still there.
@@ -238,6 +243,8 @@ export class Runtime {
         result.sdk = { attached: sdk.attached, refused: sdk.refused };
         await sdk.close().catch((err) => process.stderr.write(`causeway: closing the SDK socket: ${(err as Error).message}\n`));
       }
+      // Nothing of the run is left to sweep (unless its cgroup would not go: a later run retries).
+      entry.release(!cgroupGone);
       if (shim) {
         try {
           result.counters = await shim.close();
