@@ -20,9 +20,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync, spawn, ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { cgroup2Mount, runsRoot } from '../src/kernel/cgroup';
+import { cgroup2Mount } from '../src/kernel/cgroup';
 import { native } from '../src/kernel/native';
-import { pidAlive } from '../src/kernel/cgroup';
+import { sweepRegistry } from '../src/runtime/registry';
 
 const ROOT = path.join(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'bin', 'causeway.js');
@@ -78,7 +78,17 @@ interface Memcgs {
 }
 
 
-/** Removes the memory cgroups a dead benchMemory() left in parent. */
+/** Whether a process exists (EPERM: it does, owned by someone else). */
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Removes the memory cgroups a dead benchMemory() left in parent (named by its pid: a best effort for a benchmark). */
 function sweep(parent: string): void {
   for (const d of fs.readdirSync(parent)) {
     const m = /^cwmem-(\d+)-/.exec(d);
@@ -153,7 +163,9 @@ function makeMemcgs(): Memcgs | null {
       if (!m) throw new Error(`${d}/memory.stat has no "kernel" line (Linux 5.18 or later)`);
       return Number(m[1]);
     };
-    // The traced load stays in the run's cgroup (under causeway/), outside rt.
+    // The run's cgroup is made below causeway's own (rt), where no memory controller can be enabled
+    // (causeway is in rt): on v2 the load's kernel memory counts in rt too. Hosts with the v1 memory
+    // controller (above) measure the runtime alone.
     return { kind: 'v2', rt, load: null, kmem, remove };
   }
   return null;
@@ -287,18 +299,15 @@ class Session {
     if (!this.gone) {
       this.child.kill('SIGKILL');
       await this.exited;
-      this.killLeftovers();
+      await this.killLeftovers();
     }
     return this.err;
   }
 
-  /** After a SIGKILLed causeway: the processes of its load, in its run's cgroup and our load cgroup. */
-  private killLeftovers(): void {
-    const dirs: string[] = this.cgs?.load ? [this.cgs.load] : [];
-    const mount = cgroup2Mount();
-    if (mount && fs.existsSync(runsRoot(mount)))
-      for (const d of fs.readdirSync(runsRoot(mount))) if (d.startsWith(`run-${this.pid}-`)) dirs.push(path.join(runsRoot(mount), d));
-    for (const d of dirs) {
+  /** After a SIGKILLed causeway: the processes of its load, in its run's cgroup (the registry's sweep) and our load cgroup. */
+  private async killLeftovers(): Promise<void> {
+    await sweepRegistry();
+    for (const d of this.cgs?.load ? [this.cgs.load] : []) {
       let pids: string[] = [];
       try {
         pids = fs.readFileSync(path.join(d, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);

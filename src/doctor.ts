@@ -4,9 +4,10 @@
  */
 import fs from 'node:fs';
 import os from 'node:os';
-import { cgroup2Mount, RunCgroup } from './kernel/cgroup';
+import { cgroup2Mount, ownCgroup } from './kernel/cgroup';
 import { native } from './kernel/native';
 import { Floor, Shim } from './kernel/shim';
+import { RunEntry } from './runtime/registry';
 
 export interface Check {
   name: string;
@@ -84,6 +85,21 @@ export async function runChecks(): Promise<Check[]> {
     detail: mount ? `mounted at ${mount}${mount.endsWith('unified') ? ' (hybrid hierarchy)' : ''}` : 'not mounted',
     fix: 'mount it: mount -t cgroup2 none /sys/fs/cgroup/unified',
   });
+  if (mount) {
+    let own: string | null = null;
+    let why = '';
+    try {
+      own = ownCgroup(mount);
+    } catch (err) {
+      why = (err as Error).message;
+    }
+    add({
+      name: "the run's cgroup",
+      ok: own !== null,
+      required: true,
+      detail: own ? `made below this process's own cgroup ${own}` : why,
+    });
+  }
   const cgKill = mount !== null && fs.existsSync(`${mount}/cgroup.procs`) && atLeast(kv, [5, 14]);
   add({
     name: 'cgroup.kill',
@@ -151,12 +167,19 @@ export async function runChecks(): Promise<Check[]> {
 }
 
 async function loadShimOnce(): Promise<void> {
-  const cg = RunCgroup.create();
+  const entry = await RunEntry.create(); // registered like a run: a doctor killed here leaves nothing for long
+  const cg = entry.cgroup;
+  let removed = false;
   try {
     const shim = new Shim({ cgroupPath: cg.dir });
     await shim.close();
   } finally {
-    await cg.destroy();
+    try {
+      await cg.destroy();
+      removed = true;
+    } finally {
+      entry.release(!removed);
+    }
   }
 }
 

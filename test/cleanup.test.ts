@@ -1,14 +1,14 @@
 /**
- * Nothing a run made outlives it: its cgroup, its programs and links, and the
- * processes left in its cgroup, after a normal exit, a killed command, and
- * SIGINT to causeway itself.
+ * Nothing a run made outlives it: its cgroup, its registry entry, its
+ * programs and links, and the processes left in its cgroup, after a normal
+ * exit, a killed command, and SIGINT to causeway itself. (After SIGKILL to
+ * causeway: test/leftovers.test.ts.)
  */
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
-import { BIN, bpfUnavailable, pidAlive, tmpdir, waitFor } from './helpers';
-import { cgroup2Mount, runsRoot } from '../src/kernel/cgroup';
+import { BIN, bpfUnavailable, pidAlive, runOf, tmpdir, waitFor } from './helpers';
 
 const skip = bpfUnavailable();
 
@@ -41,16 +41,6 @@ function bpfExists(kind: 'prog' | 'link', id: number): boolean {
   return spawnSync('bpftool', [kind, 'show', 'id', String(id)], { stdio: 'ignore' }).status === 0;
 }
 
-function runDirs(causewayPid: number): string[] {
-  const mount = cgroup2Mount();
-  if (!mount) return [];
-  try {
-    return fs.readdirSync(runsRoot(mount)).filter((n) => n.startsWith(`run-${causewayPid}-`));
-  } catch {
-    return [];
-  }
-}
-
 /** Starts causeway run; resolves once the shim is attached and the command started. */
 async function start(t: Tap.Test, script: string, dir: string) {
   const child = spawn(process.execPath, [BIN, 'run', '-q', '--', 'sh', '-c', script], {
@@ -67,13 +57,14 @@ async function start(t: Tap.Test, script: string, dir: string) {
     objs = bpfObjects(pid);
     return objs.links.length >= 5 && fs.existsSync(path.join(dir, 'started'));
   }, 15000, 'the shim to attach and the command to start');
-  const dirs = runDirs(pid);
-  t.equal(dirs.length, 1, 'one cgroup while it runs');
-  return { child, exit, pid, objs };
+  const run = runOf(pid);
+  t.ok(run && fs.existsSync(run.cgroup), 'a registered run and its cgroup while it runs');
+  return { child, exit, pid, objs, run: run! };
 }
 
-async function assertGone(t: Tap.Test, pid: number, objs: { progs: number[]; links: number[] }) {
-  t.same(runDirs(pid), [], 'the run cgroup is removed');
+async function assertGone(t: Tap.Test, run: { entry: string; cgroup: string }, objs: { progs: number[]; links: number[] }) {
+  t.notOk(fs.existsSync(run.cgroup), 'the run cgroup is removed');
+  t.notOk(fs.existsSync(run.entry), 'the registry entry is removed');
   t.ok(objs.progs.length >= 5, `the run held its programs (${objs.progs})`);
   t.same(objs.links.filter((id) => bpfExists('link', id)), [], 'no link is left');
   // The kernel frees a program from a work queue after its last reference goes.
@@ -83,30 +74,30 @@ async function assertGone(t: Tap.Test, pid: number, objs: { progs: number[]; lin
 
 t.test('after a normal exit', { skip: skip ?? false }, async (t) => {
   const dir = tmpdir(t);
-  const { exit, pid, objs } = await start(t, 'touch started; sleep 0.2; sleep 60 & echo $! > leftover', dir);
+  const { exit, objs, run } = await start(t, 'touch started; sleep 0.2; sleep 60 & echo $! > leftover', dir);
   const [code] = await exit;
   t.equal(code, 0);
   const leftover = Number(fs.readFileSync(path.join(dir, 'leftover'), 'utf8'));
   // Killed by the run; its reaper (init) may take a moment to collect it.
   await waitFor(() => !pidAlive(leftover), 10000, 'the leftover to go').catch(() => {});
   t.notOk(pidAlive(leftover), 'a background process left in the cgroup is killed');
-  await assertGone(t, pid, objs);
+  await assertGone(t, run, objs);
 });
 
 t.test('after the command is killed', { skip: skip ?? false }, async (t) => {
   const dir = tmpdir(t);
-  const { exit, pid, objs } = await start(t, 'echo $$ > cmdpid; touch started; exec sleep 60', dir);
+  const { exit, objs, run } = await start(t, 'echo $$ > cmdpid; touch started; exec sleep 60', dir);
   process.kill(Number(fs.readFileSync(path.join(dir, 'cmdpid'), 'utf8')), 'SIGKILL');
   const [code] = await exit;
   t.equal(code, 128 + 9, 'exit status of a SIGKILLed command');
-  await assertGone(t, pid, objs);
+  await assertGone(t, run, objs);
 });
 
 t.test('after SIGINT to causeway', { skip: skip ?? false }, async (t) => {
   const dir = tmpdir(t);
-  const { child, exit, pid, objs } = await start(t, 'touch started; exec sleep 60', dir);
+  const { child, exit, objs, run } = await start(t, 'touch started; exec sleep 60', dir);
   child.kill('SIGINT');
   const [code] = await exit;
   t.equal(code, 128 + 2, 'the command got SIGINT and causeway exits with its status');
-  await assertGone(t, pid, objs);
+  await assertGone(t, run, objs);
 });

@@ -381,7 +381,7 @@ t.test('taskStorageFailures: task storage refused by the memory cgroup charged f
   const { res, events, counters: c } = await traced({
     command: bin,
     args: ['hold', String(N)],
-    // Before the command continues: this process leaves, and (cgroup v1) so does its wrapper, stopped.
+    // Before the command continues: this process leaves, and (cgroup v1) so does its wrapper, waiting for its go.
     onStart: () => {
       leave();
       limit();

@@ -89,3 +89,130 @@ export function pidAlive(pid: number): boolean {
     return false;
   }
 }
+
+/** The registry entry and cgroup of the run that causeway process pid holds (found by its lock's fd); null if none. */
+export function runOf(pid: number): { entry: string; cgroup: string } | null {
+  let fds: string[];
+  try {
+    fds = fs.readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return null;
+  }
+  for (const fd of fds) {
+    let dest: string;
+    try {
+      dest = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue;
+    }
+    const m = /^(\/run\/causeway\/[0-9a-f]{12})\/lock$/.exec(dest);
+    if (!m) continue;
+    try {
+      return { entry: m[1], cgroup: fs.readFileSync(path.join(m[1], 'cgroup'), 'utf8').trim() };
+    } catch {
+      return null; // being removed
+    }
+  }
+  return null;
+}
+
+/** The registry entries (/run/causeway/*, under construction too) whose cgroup file names a cgroup below dir. */
+export function entriesBelow(dir: string): string[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync('/run/causeway');
+  } catch {
+    return [];
+  }
+  return names.filter((n) => {
+    try {
+      return fs.readFileSync(path.join('/run/causeway', n, 'cgroup'), 'utf8').trim().startsWith(dir + '/');
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** Where cgroup v2 is mounted (hybrid hosts: /sys/fs/cgroup/unified). */
+export function cgroup2Mount(): string {
+  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const [pre, post] = line.split(' - ');
+    if (post?.split(' ')[0] === 'cgroup2') return pre.split(' ')[4];
+  }
+  throw new Error('no cgroup v2 hierarchy is mounted');
+}
+
+/** dir and the cgroups below it, parents first. */
+export function cgroupTree(dir: string): string[] {
+  const out = [dir];
+  for (let i = 0; i < out.length; i++) {
+    try {
+      for (const e of fs.readdirSync(out[i], { withFileTypes: true })) if (e.isDirectory()) out.push(path.join(out[i], e.name));
+    } catch {
+      /* removed meanwhile */
+    }
+  }
+  return out;
+}
+
+/** The processes in cgroup dir and below it. */
+export function cgroupPids(dir: string): number[] {
+  return cgroupTree(dir).flatMap((d) => {
+    try {
+      return fs.readFileSync(path.join(d, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  });
+}
+
+/**
+ * A fresh cgroup v2 directory for one test, below the mount: everything in it
+ * is killed and it is removed (with what is below it) at the end of the test.
+ */
+export function testCgroup(t: { teardown(fn: () => void | Promise<void>): void }, tag: string): string {
+  const dir = path.join(cgroup2Mount(), `cwtest-${tag}-${process.pid}-${Math.random().toString(16).slice(2, 8)}`);
+  fs.mkdirSync(dir);
+  t.teardown(async () => {
+    const end = Date.now() + 10000;
+    for (;;) {
+      try {
+        fs.writeFileSync(path.join(dir, 'cgroup.kill'), '1');
+      } catch {
+        for (const pid of cgroupPids(dir))
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            /* gone */
+          }
+      }
+      let busy = false;
+      for (const d of cgroupTree(dir).reverse())
+        try {
+          fs.rmdirSync(d);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') busy = true;
+        }
+      if (!busy || Date.now() > end) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    // The entries of runs that were killed here (their runtimes were in dir too).
+    for (const n of entriesBelow(dir)) fs.rmSync(path.join('/run/causeway', n), { recursive: true, force: true });
+  });
+  return dir;
+}
+
+/** argv that runs argv inside cgroup dir (the process moves itself, then execs). */
+export function inCgroup(dir: string, argv: string[]): string[] {
+  return ['/bin/sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', dir, ...argv];
+}
+
+/** The state letter of a process (R, S, T, Z, ...), or null if it is gone. */
+export function procState(pid: number): string | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.charAt(stat.lastIndexOf(')') + 2);
+  } catch {
+    return null;
+  }
+}

@@ -46,6 +46,8 @@ export interface NativeAddon {
   probe(): Record<string, boolean>;
   /** A duplicate, in this process, of fd of process pid (pidfd_getfd); the caller closes it. */
   pidfdGetfd(pid: number, fd: number): number;
+  /** flock(fd, LOCK_EX | LOCK_NB): true once held, false if another open file holds it. */
+  flockTry(fd: number): boolean;
   /** The other end of a UNIX socket. */
   /** The process that connected to a UNIX socket: a pidfd (-1: gone), the pid it names now (-1: exited), its credentials at connect. */
   peerProcess(fd: number): { pidfd: number; pid: number; uid: number; gid: number };

@@ -14,8 +14,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import type { Writable } from 'node:stream';
 import createDebug from 'debug';
-import { RunCgroup } from '../kernel/cgroup';
+import type { RunCgroup } from '../kernel/cgroup';
 import { Counters, DROP_COUNTERS, Shim } from '../kernel/shim';
 import { CausalEvent } from '../kernel/events';
 import { CausalRecord, newRecord } from '../kernel/record';
@@ -29,6 +30,7 @@ import { EventsFile } from './events-file';
 import { Operations, applyPatch } from './operations';
 import { KernelPolicy } from './policy';
 import { SdkServer } from './sdk-server';
+import { RunEntry } from './registry';
 
 const debug = createDebug('causeway:runtime');
 
@@ -139,12 +141,15 @@ export class Runtime {
 
     // Open the events file first: a bad path fails before anything starts.
     const sink = opts.eventsFile ? EventsFile.open(opts.eventsFile) : null;
-    const cgroup = RunCgroup.create();
+    // Sweeps what dead runs left, registers this one, makes its cgroup below ours.
+    const entry = await RunEntry.create();
+    const cgroup = entry.cgroup;
     let shim: Shim | null = null;
     let sdk: SdkServer | null = null;
     const hosts: ActorHost[] = [];
     const forwarders: [NodeJS.Signals, () => void][] = [];
     let sweepTimer: NodeJS.Timeout | undefined;
+    let gate: Writable | null = null;
     try {
       shim = new Shim({
         cgroupPath: cgroup.dir,
@@ -155,7 +160,7 @@ export class Runtime {
         maxChannels: opts.maxChannels,
         events: Boolean(opts.eventsFile || opts.onEvents || actors.length),
       });
-      if (opts.sdk !== false) sdk = await SdkServer.listen(shim, cgroup);
+      if (opts.sdk !== false) sdk = await SdkServer.listen(shim, cgroup, entry.dir);
 
       const ops = new Operations(shim, cgroup, registry, opts.record ?? newRecord());
       const policy = new KernelPolicy(shim, opts.sampleRate);
@@ -184,10 +189,15 @@ export class Runtime {
         if (sdkRef) for (const e of batch) if (e.type === 'exit' && !e.thread) sdkRef.release(e.pid);
       });
 
-      // The wrapper stops itself until it is in the cgroup and holds its record, then execs.
+      // The wrapper waits on fd 3 until it is in the cgroup and holds its record, then execs (see WRAPPER).
       const env: NodeJS.ProcessEnv = { ...process.env, [ACTOR_LAYOUT_ENV]: registry.serialize() };
       if (sdk) env[SDK_SOCKET_ENV] = sdk.socketPath;
-      const child = spawn('/bin/sh', ['-c', 'kill -STOP $$; exec "$0" "$@"', opts.command, ...opts.args], { stdio: 'inherit', env });
+      const child = spawn('/bin/sh', ['-c', WRAPPER, opts.command, path.basename(cgroup.dir), ...opts.args], {
+        stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+        env,
+      });
+      gate = child.stdio[3] as Writable;
+      gate.on('error', () => {}); // the wrapper may be gone
       const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
       const pid = child.pid;
       if (pid === undefined) throw new CausewayError(`could not start ${opts.command}`);
@@ -203,13 +213,20 @@ export class Runtime {
         process.on(sig, f);
         forwarders.push([sig, f]);
       }
-      if (await stopped(pid)) {
-        cgroup.add(pid);
+      // The record first, then the move: a wrapper in the cgroup holds its record.
+      let started = false;
+      try {
         shim.writeRecord(pid, ops.rootRecord);
+        cgroup.add(pid);
+        started = true;
+      } catch (err) {
+        if (!gone(pid)) throw err; // else: it died first (a forwarded signal); its status says how
+      }
+      if (started) {
         ops.rootPid = pid;
         opts.onStart?.({ pid, shim, cgroup });
-        process.kill(pid, 'SIGCONT');
       }
+      gate.destroy(); // the go: EOF on fd 3
 
       const [code, signal] = await exited;
       result.status = code ?? 128 + (signal ? os.constants.signals[signal] : 0);
@@ -218,15 +235,20 @@ export class Runtime {
       if (sweepTimer) clearInterval(sweepTimer);
       for (const [sig, f] of forwarders) process.off(sig, f);
       // Leftover processes are killed first, so that nothing runs untracked.
+      let cgroupGone = true;
       result.killedLeftovers = await cgroup.destroy().catch((err) => {
         process.stderr.write(`causeway: ${(err as Error).message}\n`);
+        cgroupGone = false;
         return 0;
       });
+      gate?.destroy(); // after the kill: a wrapper that was never started does not start now
       // The SDK's slot maps go while the shim that holds them is still there.
       if (sdk) {
         result.sdk = { attached: sdk.attached, refused: sdk.refused };
         await sdk.close().catch((err) => process.stderr.write(`causeway: closing the SDK socket: ${(err as Error).message}\n`));
       }
+      // Nothing of the run is left to sweep (unless its cgroup would not go: a later run retries).
+      entry.release(!cgroupGone);
       if (shim) {
         try {
           result.counters = await shim.close();
@@ -248,23 +270,37 @@ export class Runtime {
   }
 }
 
-/** Waits until the wrapper stopped itself; false if it died first. */
-async function stopped(pid: number, timeoutMs = 10000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    let stat: string;
-    try {
-      stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    } catch {
-      return false;
-    }
-    // "pid (comm) S ...": the state follows the last ')'.
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    if (state === 'T' || state === 't') return true;
-    if (state === 'Z' || state === 'X') return false;
-    if (Date.now() > deadline) throw new CausewayError(`the command's wrapper (pid ${pid}) did not start within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 1));
+/**
+ * The command's wrapper: sh -c WRAPPER COMMAND CGROUP-NAME ARGS... It never
+ * stops itself and never runs the command outside the run. It blocks reading
+ * fd 3 until EOF: causeway closes its end once the wrapper holds its record
+ * and is in the cgroup, and the kernel closes it if causeway dies first. So
+ * the wrapper checks where it is: in the run's cgroup it execs the command
+ * (fd 3 closed); anywhere else causeway is gone, and it exits 125. (No "go"
+ * bytes: a read of bytes by the tracked wrapper would show in the trace as an
+ * ingress into the run; a read of EOF is not a transfer and the shim ignores it.)
+ */
+const WRAPPER = [
+  'read -r _ <&3',
+  'exec 3<&-',
+  'in=',
+  'while IFS= read -r l; do case $l in 0::*/"$1") in=1 ;; esac; done </proc/self/cgroup',
+  'if [ -z "$in" ]; then echo "causeway: not starting $0: its run was not set up (causeway failed or was killed first)" >&2; exit 125; fi',
+  'shift',
+  'exec "$0" "$@"',
+].join('\n');
+
+/** True if process pid has exited (a zombie, or reaped). */
+function gone(pid: number): boolean {
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return true;
   }
+  // "pid (comm) S ...": the state follows the last ')'.
+  const state = stat.charAt(stat.lastIndexOf(')') + 2);
+  return state === 'Z' || state === 'X';
 }
 
 function actorContext(a: Actor, ops: Operations, policy: KernelPolicy, registry: FieldRegistry, counters: () => Counters): ActorContext {

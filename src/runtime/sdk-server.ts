@@ -18,7 +18,6 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import createDebug from 'debug';
 import { native } from '../kernel/native';
@@ -51,17 +50,17 @@ export class SdkServer {
   refused = 0;
   private closed = false;
 
-  private constructor(private readonly shim: Shim, private readonly cgroup: RunCgroup) {
-    // A private directory: the socket is reachable by any user (the traced program may not be root).
-    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'causeway-sdk-'));
-    fs.chmodSync(this.dir, 0o711);
+  private constructor(private readonly shim: Shim, private readonly cgroup: RunCgroup, dir: string) {
+    // dir is the run's own (its registry entry, 0711): the socket is reachable by any user (the traced program may not be root).
+    this.dir = dir;
     this.socketPath = path.join(this.dir, 'sdk.sock');
     this.server = net.createServer((sock) => this.serve(sock));
     this.server.on('error', (err) => debug('server: %s', err.message));
   }
 
-  static async listen(shim: Shim, cgroup: RunCgroup): Promise<SdkServer> {
-    const s = new SdkServer(shim, cgroup);
+  /** Serves the SDK on dir/sdk.sock; dir belongs to the caller, who removes it after close(). */
+  static async listen(shim: Shim, cgroup: RunCgroup, dir: string): Promise<SdkServer> {
+    const s = new SdkServer(shim, cgroup, dir);
     await new Promise<void>((resolve, reject) => {
       s.server.once('error', reject);
       s.server.listen(s.socketPath, () => resolve());
@@ -95,7 +94,7 @@ export class SdkServer {
     this.closed = true;
     for (const sock of this.connections) sock.destroy();
     await new Promise<void>((r) => this.server.close(() => r()));
-    fs.rmSync(this.dir, { recursive: true, force: true });
+    fs.rmSync(this.socketPath, { force: true });
   }
 
   private serve(sock: net.Socket): void {
