@@ -250,7 +250,7 @@ enum cw_counter {
 	CW_C_OPT_RECEIVED,	/* record options accepted from peers */
 	CW_C_OPT_UNTRUSTED_OUT,	/* records not written towards untrusted destinations */
 	CW_C_OPT_UNTRUSTED_IN,	/* record options ignored from untrusted peers */
-	CW_C_OPT_MALFORMED,	/* record options rejected: bad length, version or id (a record lost) */
+	CW_C_OPT_MALFORMED,	/* record options rejected: bad length or version, zero ids, no payload (a record lost) */
 	CW_C_OPT_STALE,		/* record options for bytes older than the last one (reordering: a record lost) */
 	CW_C_SENDS,		/* write syscalls that carried a record */
 	CW_C_RECVS,		/* read syscalls that found a record */
@@ -261,6 +261,8 @@ enum cw_counter {
 	CW_C_SK_NOMEM,		/* socket storage could not be created: a TCP connection went unfollowed */
 	CW_C_CHAN_NEW,		/* channels created in map chans (user space sweeps the dead ones) */
 	CW_C_ACTOR_LOST,	/* a TCP option announced an actor area that this host does not hold */
+	CW_C_OPT_BAD_ACK,	/* record options on segments that tcp_ack() discards for their ACK: never taken (not a drop) */
+	CW_C_OPT_DUPLICATE,	/* segments carrying more than one record option: none taken (a record lost) */
 	CW_C_MAX,
 };
 

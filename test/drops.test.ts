@@ -77,6 +77,7 @@ const FORCED: (keyof Counters)[] = [
   'tcpOptionBoundaries',
   'tcpOptionMalformed',
   'tcpOptionStale',
+  'tcpOptionDuplicate',
   'skStorageFailures',
   'taskStorageFailures',
 ];
@@ -263,6 +264,15 @@ t.test('tcpOptionStale: options for bytes older than the last record, from a reo
   const recvs = events.filter((e) => e.type === 'recv' && e.channel?.kind === 'tcp');
   t.equal(recvs.length, 1, 'the server adopted one record');
   t.match(recvs[0], { parents: ['000000000000000a'], record: { traceId: trace } }, 'A, not a stale one');
+});
+
+t.test('tcpOptionDuplicate: segments carrying two options of ours, from a hostile peer', { skip: skip ?? false }, async (t) => {
+  const trace = newTraceId();
+  // Two segments, each with a well-formed option and an 8-byte one (test/fixtures/duplicate.py): neither is taken.
+  const { counters: c, events } = await hostilePeer(t, 'duplicate.py', [trace]);
+  dropsAre(t, c, { tcpOptionDuplicate: 2 });
+  t.equal(c.tcpOptionsReceived, 0, 'neither option of either segment was taken');
+  t.notOk(events.some((e) => e.record.traceId === trace), 'no event carries their trace');
 });
 
 t.test('skStorageFailures: socket storage refused by net.core.optmem_max', { skip: skip ?? false }, async (t) => {

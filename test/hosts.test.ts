@@ -200,3 +200,34 @@ t.test('malformed options from a hostile peer are rejected and counted', { skip:
   t.match(srv.stderr, /tcpOptionMalformed=2\b/, 'both malformed options were counted');
   t.notMatch(srv.stderr, /tcpOptionsReceived/, 'none was accepted');
 });
+
+/**
+ * A blind off-path attacker who guesses a sequence number in the window but not the ACK: the
+ * peer's kernel discards such segments in tcp_ack(), after the sockops program parsed their
+ * options (test/fixtures/blind.py plays it from the client's own address). Taken, the forged
+ * records would name bytes after the genuine record's start, so the genuine option would look
+ * stale and the server would adopt the forged trace.
+ */
+t.test('a blind injection whose ACK the kernel discards publishes nothing; the genuine record still arrives', { skip: skip ?? false }, async (t) => {
+  const dir = tmpdir(t);
+  const [a, b] = makeHosts(t, 2);
+  const trust = [subnet(a)];
+  const [trace, forged] = [newTraceId(), newTraceId()];
+  const server = traced(b, dir, 'server', ['server', b.addr, '7000', path.join(dir, 'ready')], { trust });
+  const blind = path.join(__dirname, 'fixtures', 'blind.py');
+  const client = await causeway(['run', '-e', path.join(dir, 'client.jsonl'), '--trust', trust[0], '--trace', trace, '--',
+    'ip', 'netns', 'exec', a.ns, 'python3', blind, b.addr, '7000', '253', '0xc5a7', forged]);
+  const srv = await server;
+  t.equal(client.status, 0, client.stderr);
+  t.equal(srv.status, 0, srv.stderr);
+  t.equal(client.stdout, 'ok:hello\n', 'the conversation is unchanged');
+  t.match(srv.stderr, /tcpOptionBadAck=2\b/, 'both forged options were refused for their ACK, and counted');
+  t.match(srv.stderr, /tcpOptionsReceived=1\b/, 'one option was taken: the genuine one');
+  t.notMatch(srv.stderr, /tcpOptionStale/, 'the genuine option was not taken for stale');
+  const se = tcpEvents(path.join(dir, 'server.jsonl'));
+  t.notOk(readEvents(path.join(dir, 'server.jsonl')).some((e) => e.trace === forged), 'no event of the server carries the forged trace');
+  const send = tcpEvents(path.join(dir, 'client.jsonl')).find((e) => e.type === 'send');
+  const recv = se.find((e) => e.type === 'recv');
+  t.match(recv, { trace, channel: { local: b.addr, remote: a.addr } }, "the server holds the client's genuine trace");
+  t.same(recv?.parents, [send?.event], "and names the client's send as parent");
+});

@@ -240,22 +240,147 @@ static __always_inline struct cw_chan *skops_in_chan(struct bpf_sock_ops *skops)
 	return ch;
 }
 
-/* PARSE_HDR_OPT: a record from a peer: from this segment's first byte on. */
+/*
+ * Whether the kernel will take this segment: PARSE_HDR_OPT_CB runs at the end
+ * of tcp_validate_incoming() (sequence window, PAWS, RST and SYN checks
+ * passed), and tcp_ack() runs right after it, with nothing in between, on the
+ * same locked socket: tcp_rcv_established() (slow path; the fast path never
+ * calls this hook) and tcp_rcv_state_process() both discard the segment,
+ * data and all, when tcp_ack() returns < 0, which it does exactly when
+ *   after(ack, snd_nxt)                                  (RFC 793 3.9), or
+ *   before(ack, snd_una - min(max_window, bytes_acked))  (RFC 5961 5.2).
+ * An ACK older than snd_una but within that window is accepted ("old_ack").
+ * The values here are the ones tcp_ack() reads next. A segment without the
+ * ACK bit (or with SYN or RST) never gets here on this kernel (discarded
+ * before tcp_validate_incoming() or inside it); refused anyway.
+ */
+static __always_inline bool ack_acceptable(struct bpf_sock_ops *skops, const struct tcphdr *th)
+{
+	__u32 ack = bpf_ntohl(th->ack_seq), una = skops->snd_una;
+	struct bpf_sock *sk;
+	struct tcp_sock *tp;
+	__u64 win;
+
+	if (!th->ack || th->syn || th->rst)
+		return false;
+	if ((__s32)(ack - skops->snd_nxt) > 0)
+		return false;	/* acknowledges bytes never sent */
+	if ((__s32)(ack - una) >= 0)
+		return true;	/* the usual case: one comparison more */
+	/* Older than snd_una: max_window is not in bpf_sock_ops; read it through BTF. */
+	sk = skops->sk;
+	if (!sk)
+		return false;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return false;
+	win = tp->max_window;
+	if (win > skops->bytes_acked)
+		win = skops->bytes_acked;
+	return (__s32)(ack - (una - (__u32)win)) >= 0;
+}
+
+#define CW_OPT_SPACE 40		/* bytes of TCP option space */
+#define CW_OPT_BUF 96		/* a copy of them, zero-padded: an option's 28 bytes at any offset < 64 fit */
+
+/* Copies the segment's options (a multiple of 4 bytes, at most 40) into buf, which is zeroed. */
+static __always_inline void opt_copy(struct bpf_sock_ops *skops, const struct tcphdr *th, __u8 *buf)
+{
+	const __u8 *p = (const __u8 *)(th + 1), *end = (const __u8 *)(long)skops->skb_data_end;
+
+	if (p + CW_OPT_SPACE <= end) {	/* a full header: what a segment with our option and timestamps has */
+		__builtin_memcpy(buf, p, CW_OPT_SPACE);
+		return;
+	}
+#pragma unroll
+	for (int j = 0; j < CW_OPT_SPACE / 4; j++) {
+		if (p + 4 * j + 4 > end)
+			break;
+		__builtin_memcpy(buf + 4 * j, p + 4 * j, 4);
+	}
+}
+
+/* A walk over a segment's options (bpf_loop callback context). */
+struct opt_walk {
+	__u8 buf[CW_OPT_BUF];	/* the options, zero-padded */
+	__u32 room;		/* their length */
+	__u32 i;		/* the next option's offset */
+	__u32 at;		/* where the first one of ours starts */
+	__u32 n;		/* how many of ours */
+};
+
+/*
+ * One option: counts it if it is ours (kind and ExID). Walks them as
+ * tcp_parse_options() does: it stops at EOL, at a length under 2, and at an
+ * option that runs past the header (the kernel parses no further either).
+ * Returns 1 to stop. A callback, so that the verifier checks one step
+ * instead of every path through 40 bytes of options.
+ */
+static long opt_walk_step(__u32 k, struct opt_walk *w)
+{
+	__u32 i = w->i, len;
+	__u8 kind;
+
+	if (i >= w->room)
+		return 1;
+	i &= 63;
+	kind = w->buf[i];
+	if (kind == 0)		/* EOL */
+		return 1;
+	if (kind == 1) {	/* NOP */
+		w->i = i + 1;
+		return 0;
+	}
+	len = w->buf[i + 1];
+	if (len < 2 || i + len > w->room)
+		return 1;
+	if (len >= 4 && kind == cw_opt_kind && w->buf[i + 2] == (__u8)(cw_opt_exid >> 8) &&
+	    w->buf[i + 3] == (__u8)cw_opt_exid) {
+		if (!w->n)
+			w->at = i;
+		w->n++;
+	}
+	w->i = i + len;
+	return 0;
+}
+
+/*
+ * PARSE_HDR_OPT: a record from a peer, from this segment's first byte on.
+ * Only segments that carry an option unknown to the kernel get here. Each
+ * option of ours is either taken (tcpOptionsReceived), a retransmission of
+ * the record held (not counted), or rejected under one reason, checked in
+ * this order: the segment's ACK makes the kernel discard it (tcpOptionBadAck),
+ * the peer is not trusted (tcpOptionUntrustedIn), the segment holds more than
+ * one option of ours (tcpOptionDuplicate: none is taken), the option is not a
+ * record (tcpOptionMalformed), or it names older bytes (tcpOptionStale).
+ */
 static __always_inline void opt_parse(struct bpf_sock_ops *skops)
 {
+	struct tcphdr *th = (void *)(long)skops->skb_data;
+	struct opt_walk w = {};
 	struct cw_record rec = {};
-	__u8 opt[CW_OPT_LEN] = {};
 	struct cw_chan *ch;
 	struct cw_seg *last;
-	__u32 seq, len;
-	int got;
+	__u32 seq;
+	__u8 *o;
 
-	if (!seg_header(skops, &seq, &len))
+	if ((void *)(th + 1) > (void *)(long)skops->skb_data_end)
 		return;
-	opt_head(opt, 4);	/* search by kind and 2-byte ExID */
-	got = bpf_load_hdr_opt(skops, opt, sizeof(opt), 0);
-	if (got < 0)
+	w.room = th->doff * 4 - sizeof(*th);
+	if (w.room > CW_OPT_SPACE)
+		w.room = CW_OPT_SPACE;
+	opt_copy(skops, th, w.buf);
+	/*
+	 * Every option of ours, not just the first: bpf_load_hdr_opt() returns
+	 * only the first match, so a second one in the segment would go unseen.
+	 */
+	bpf_loop(CW_OPT_SPACE, opt_walk_step, &w, 0);	/* every option takes at least a byte */
+	if (!w.n)
 		return;	/* not ours */
+	if (!ack_acceptable(skops, th)) {
+		count(CW_C_OPT_BAD_ACK, 1);	/* before anything is made for this socket */
+		return;
+	}
 	ch = skops_in_chan(skops);
 	if (!ch)
 		return;
@@ -263,21 +388,27 @@ static __always_inline void opt_parse(struct bpf_sock_ops *skops)
 		count(CW_C_OPT_UNTRUSTED_IN, 1);
 		return;
 	}
-	if (got != CW_OPT_LEN || opt[1] != CW_OPT_LEN || opt[4] >> 4 != CW_OPT_VERSION) {
-		count(CW_C_OPT_MALFORMED, 1);
+	if (w.n > 1) {
+		count(CW_C_OPT_DUPLICATE, 1);
 		return;
 	}
+	o = w.buf + (w.at & 63);
+	if (o[1] != CW_OPT_LEN || o[4] >> 4 != CW_OPT_VERSION || skops->skb_len <= th->doff * 4) {
+		count(CW_C_OPT_MALFORMED, 1);	/* wrong length or version, or no bytes to name */
+		return;
+	}
+	seq = bpf_ntohl(th->seq);
 	rec.version = CW_RECORD_VERSION;
-	rec.flags = opt[4] & CW_OPT_F_SAMPLED;
-	rec.priority = opt[5];
-	__builtin_memcpy(rec.trace_id, &opt[6], 16);
+	rec.flags = o[4] & CW_OPT_F_SAMPLED;
+	rec.priority = o[5];
+	__builtin_memcpy(rec.trace_id, &o[6], 16);
 	for (int i = 0; i < 6; i++)
-		rec.event_id = rec.event_id << 8 | opt[22 + i];
-	if (!rec.event_id) {
-		count(CW_C_OPT_MALFORMED, 1);
+		rec.event_id = rec.event_id << 8 | o[22 + i];
+	if (!rec.event_id || !(*(__u64 *)&rec.trace_id[0] | *(__u64 *)&rec.trace_id[8])) {
+		count(CW_C_OPT_MALFORMED, 1);	/* ids are never zero */
 		return;
 	}
-	if (opt[4] & CW_OPT_F_ACTOR) {
+	if (o[4] & CW_OPT_F_ACTOR) {
 		__u64 key = actor_key(&rec);
 		__u8 *area = bpf_map_lookup_elem(&actor_areas, &key);
 

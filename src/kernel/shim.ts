@@ -42,6 +42,8 @@ export const COUNTER_NAMES = [
   'skStorageFailures',
   'channelsCreated',
   'actorAreasLost',
+  'tcpOptionBadAck',
+  'tcpOptionDuplicate',
 ] as const;
 export type Counters = Record<(typeof COUNTER_NAMES)[number], number>;
 
@@ -56,6 +58,7 @@ export const DROP_COUNTERS: (keyof Counters)[] = [
   'tcpOptionBoundaries',
   'tcpOptionMalformed',
   'tcpOptionStale',
+  'tcpOptionDuplicate',
   'skStorageFailures',
 ];
 
