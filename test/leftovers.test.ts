@@ -357,6 +357,8 @@ t.test('causeway SIGKILLed before the go', { skip: skip ?? false }, async (t) =>
     }
     // Freeze causeway where it is, see whether it already let the wrapper go (moved it into the run's cgroup), kill it.
     process.kill(r.pid, 'SIGSTOP');
+    // SIGSTOP is asynchronous: until causeway is seen stopped, a write to cgroup.procs may still land.
+    for (const end = Date.now() + 10000; !/^[tT]$/.test(procState(r.pid) ?? 'T') && Date.now() < end; ) await sleep(1);
     const before = !/\/causeway-[0-9a-f]{12}$/.test(v2Path(wrapper) ?? '');
     process.kill(r.pid, 'SIGKILL');
     await r.exit;
