@@ -125,6 +125,12 @@ export function channelName(c: Channel | null): string {
 }
 
 /** Decodes every event in a batch; clockOffset turns CLOCK_BOOTTIME into epoch ns. */
+/** Offsets in struct cw_event (bpf/causeway.h) read without decoding an event. */
+export const EVENT_OFF = { pid: 8, type: 16, flags: 19 } as const;
+/** cw_event.type of an exit, and the flag that marks a thread's (not its process's). */
+export const EVENT_TYPE_EXIT = 3;
+export const EVENT_FLAG_THREAD = 1;
+
 export function decodeEvents(batch: Buffer, clockOffset: bigint): CausalEvent[] {
   const out: CausalEvent[] = [];
   for (let off = 0; off + EVENT_BYTES <= batch.length; off += EVENT_BYTES) out.push(decodeEvent(batch, off, clockOffset));

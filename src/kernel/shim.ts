@@ -91,10 +91,16 @@ export interface UserMap {
   keys(): Buffer[];
 }
 
-/** Emits 'events' (CausalEvent[]) in batches, and 'end' once after close(). */
+/**
+ * Emits 'raw' (Buffer: whole struct cw_event, EVENT_BYTES each) for every
+ * batch; 'events' (CausalEvent[], decoded) only while someone listens for
+ * them, so that a consumer of raw batches pays no JavaScript object per
+ * event; and 'end' once after close().
+ */
 export class Shim extends EventEmitter {
   private readonly handle: NativeShim;
-  private readonly clockOffset: bigint;
+  /** Add to an event's CLOCK_BOOTTIME stamp to get ns since the Unix epoch. */
+  readonly clockOffset: bigint;
   private ended: Promise<void> | null = null;
   private endResolve: (() => void) | null = null;
   private closed = false;
@@ -145,7 +151,8 @@ export class Shim extends EventEmitter {
           this.endResolve?.();
           return;
         }
-        this.emit('events', decodeEvents(batch, this.clockOffset));
+        this.emit('raw', batch);
+        if (this.listenerCount('events')) this.emit('events', decodeEvents(batch, this.clockOffset));
       });
     }
     debug('loaded for cgroup %s', opts.cgroupPath);

@@ -18,7 +18,7 @@ import type { Writable } from 'node:stream';
 import createDebug from 'debug';
 import type { RunCgroup } from '../kernel/cgroup';
 import { Counters, DROP_COUNTERS, Shim } from '../kernel/shim';
-import { CausalEvent } from '../kernel/events';
+import { CausalEvent, EVENT_BYTES, EVENT_FLAG_THREAD, EVENT_OFF, EVENT_TYPE_EXIT } from '../kernel/events';
 import { CausalRecord, newRecord } from '../kernel/record';
 import { CausewayError, PermissionError } from '../errors';
 import { FieldRegistry } from '../actor/fields';
@@ -57,6 +57,12 @@ export interface RunOptions {
   sdk?: boolean;
   /** Called with each batch of events, e.g. by a test. */
   onEvents?: (events: CausalEvent[]) => void;
+  /**
+   * Called with each batch as the kernel wrote it (whole struct cw_event,
+   * EVENT_BYTES each; add clockOffset to a stamp for epoch ns): no
+   * JavaScript object per event, for consumers that store or forward them.
+   */
+  onRawEvents?: (batch: Buffer, clockOffset: bigint) => void;
   /** Called once the command runs in the cgroup, with the shim (to read or inject records). */
   onStart?: (ctx: { pid: number; shim: Shim; cgroup: RunCgroup }) => void;
   ringbufBytes?: number;
@@ -158,7 +164,7 @@ export class Runtime {
         optExid: opts.optExid,
         ringbufBytes: opts.ringbufBytes,
         maxChannels: opts.maxChannels,
-        events: Boolean(opts.eventsFile || opts.onEvents || actors.length),
+        events: Boolean(opts.eventsFile || opts.onEvents || opts.onRawEvents || actors.length),
       });
       if (opts.sdk !== false) sdk = await SdkServer.listen(shim, cgroup, entry.dir);
 
@@ -181,13 +187,19 @@ export class Runtime {
       sweepTimer.unref();
 
       const sdkRef = sdk;
-      shim.on('events', (batch: CausalEvent[]) => {
-        result.events += batch.length;
-        sink?.write(batch);
-        opts.onEvents?.(batch);
-        for (const h of hosts) h.push(batch);
-        if (sdkRef) for (const e of batch) if (e.type === 'exit' && !e.thread) sdkRef.release(e.pid);
+      const offset = shim.clockOffset;
+      shim.on('raw', (batch: Buffer) => {
+        result.events += batch.length / EVENT_BYTES;
+        opts.onRawEvents?.(batch, offset);
+        if (sdkRef) for (const pid of processExits(batch)) sdkRef.release(pid);
       });
+      // Decoded events only for those that need them.
+      if (sink || opts.onEvents || hosts.length)
+        shim.on('events', (batch: CausalEvent[]) => {
+          sink?.write(batch);
+          opts.onEvents?.(batch);
+          for (const h of hosts) h.push(batch);
+        });
 
       // The wrapper waits on fd 3 until it is in the cgroup and holds its record, then execs (see WRAPPER).
       const env: NodeJS.ProcessEnv = { ...process.env, [ACTOR_LAYOUT_ENV]: registry.serialize() };
@@ -289,6 +301,12 @@ const WRAPPER = [
   'shift',
   'exec "$0" "$@"',
 ].join('\n');
+
+/** The pids of the processes (not threads) whose exit is in a raw batch. */
+function* processExits(batch: Buffer): Generator<number> {
+  for (let off = 0; off + EVENT_BYTES <= batch.length; off += EVENT_BYTES)
+    if (batch[off + EVENT_OFF.type] === EVENT_TYPE_EXIT && !(batch[off + EVENT_OFF.flags] & EVENT_FLAG_THREAD)) yield batch.readUInt32LE(off + EVENT_OFF.pid);
+}
 
 /** True if process pid has exited (a zombie, or reaped). */
 function gone(pid: number): boolean {
