@@ -43,8 +43,12 @@ import { median, machine, verdict, withFloor, withOutsideRun } from './common';
 const ROOT = path.join(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'bin', 'causeway.js');
 
-export const CONFIGS = ['baseline', 'floor', 'outside', 'propagation', 'events', 'trace'] as const;
+export const CONFIGS = ['baseline', 'floor', 'outside', 'propagation', 'events', 'trace', 'trace-sampled'] as const;
 export type ServerConfig = (typeof CONFIGS)[number];
+/** The configurations that run the causeway CLI. */
+const CLI_CONFIGS: ReadonlySet<ServerConfig> = new Set(['propagation', 'events', 'trace', 'trace-sampled']);
+/** The rate of `trace --sample` in the trace-sampled configuration. */
+const SAMPLE_RATE = 0.1;
 export const TOPOLOGIES = ['separate', 'one'] as const;
 export type Topology = (typeof TOPOLOGIES)[number];
 export const WORKLOADS = ['redis', 'pgbench'] as const;
@@ -114,6 +118,17 @@ interface Measurement {
   values: Record<string, number>;
   /** separate: the server's and the client's run; one: the one run. Absent without causeway. */
   runs: { server?: RunSummary; client?: RunSummary; one?: RunSummary };
+  /** The whole machine's CPU over the client's run (every process, causeway's too, and the kernel), and the requests it served. */
+  cpu: { busyMs: number; kernelMs: number; requests: number };
+}
+
+/** Busy and kernel (system, irq, softirq) CPU time of the whole machine so far, in ms, from /proc/stat. */
+function machineCpu(): { busyMs: number; kernelMs: number } {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal (guest time is inside user)
+  const [user, nice, system, , , irq, softirq, steal] = f;
+  const tick = 1000 / 100; // USER_HZ
+  return { busyMs: (user + nice + system + irq + softirq + (steal ?? 0)) * tick, kernelMs: (system + irq + softirq) * tick };
 }
 
 /** A process this module started, and how to stop it. */
@@ -200,6 +215,8 @@ function wrap(config: ServerConfig, argv: string[], files: { events: string; db:
       return { argv: [process.execPath, CLI, 'run', '-e', files.events, '--', ...argv], cli: true };
     case 'trace':
       return { argv: [process.execPath, CLI, 'trace', '--db', files.db, '--', ...argv], cli: true };
+    case 'trace-sampled':
+      return { argv: [process.execPath, CLI, 'trace', '--sample', String(SAMPLE_RATE), '--db', files.db, '--', ...argv], cli: true };
   }
 }
 
@@ -246,6 +263,8 @@ interface Workload {
   shStop: string;
   /** The client's output -> figures per metric. */
   parse(out: string): Record<string, number>;
+  /** The client's output -> requests (or transactions) it completed. */
+  served(out: string): number;
   describe(): string;
   json(): Record<string, unknown>;
 }
@@ -327,6 +346,10 @@ class Redis implements Workload {
     }
     if (v.SET === undefined || v.GET === undefined) throw new Error(`redis-benchmark printed no SET/GET figures: ${out.slice(0, 300)}`);
     return v;
+  }
+
+  served(): number {
+    return 2 * this.requests; // -n requests of SET, then of GET
   }
 
   describe(): string {
@@ -451,6 +474,12 @@ class Postgres implements Workload {
     return { tps: Number(m[1]) };
   }
 
+  served(out: string): number {
+    const m = /^number of transactions actually processed: (\d+)/m.exec(out);
+    if (!m) throw new Error(`pgbench printed no transaction count: ${out.slice(-300)}`);
+    return Number(m[1]);
+  }
+
   describe(): string {
     return `\`pgbench -S -c 4 -n -T ${this.seconds}\` (select-only, one pgbench thread, scale factor ${this.scale} initialised once) against ${this.version.replace(/^postgres \(PostgreSQL\) /, 'PostgreSQL ')}, initdb in a temporary directory, run as postgres (\`runuser -u postgres\`) on 127.0.0.1 at a free port (fsync, autovacuum off), the client over TCP.`;
   }
@@ -501,7 +530,9 @@ async function measure(w: Workload, topology: Topology, config: ServerConfig, ro
 
 const files = (work: string, side: string) => ({ events: path.join(work, `${side}.jsonl`), db: path.join(work, `${side}.db`) });
 
-async function separate(w: Workload, config: ServerConfig, work: string): Promise<Pick<Measurement, 'values' | 'runs'>> {
+async function separate(w: Workload, config: ServerConfig, work: string): Promise<Pick<Measurement, 'values' | 'runs' | 'cpu'>> {
+  let cpu0 = { busyMs: 0, kernelMs: 0 };
+  let cpu1 = cpu0;
   const port = await freePort();
   const [out, clientErr, serverLog, appLog] = ['client.out', 'client.err', 'server.log', 'app.log'].map((f) => path.join(work, f));
   const s = wrap(config, w.server(port, appLog), files(work, 'server'));
@@ -513,10 +544,12 @@ async function separate(w: Workload, config: ServerConfig, work: string): Promis
     await w.ready(port, server);
     const c = wrap(config, w.client(port), files(work, 'client'));
     const [outFd, errFd] = [fs.openSync(out, 'w'), fs.openSync(clientErr, 'w')];
+    cpu0 = machineCpu();
     const client = start(c.argv, outFd, errFd, c.cli);
     fs.closeSync(outFd);
     fs.closeSync(errFd);
     const st = await client.exited;
+    cpu1 = machineCpu();
     if (interrupted) throw new Error(`interrupted by ${interrupted}`);
     if (st !== 0) throw new Error(`${w.name} client (${config}, separate runs) exited with ${st}:\n${tail(clientErr)}`);
   } finally {
@@ -529,10 +562,12 @@ async function separate(w: Workload, config: ServerConfig, work: string): Promis
     runs.server = summaryOf(serverLog, 'server');
     runs.client = summaryOf(clientErr, 'client');
   }
-  return { values: w.parse(fs.readFileSync(out, 'utf8')), runs };
+  const text = fs.readFileSync(out, 'utf8');
+  return { values: w.parse(text), runs, cpu: { busyMs: cpu1.busyMs - cpu0.busyMs, kernelMs: cpu1.kernelMs - cpu0.kernelMs, requests: w.served(text) } };
 }
 
-async function oneRun(w: Workload, config: ServerConfig, work: string): Promise<Pick<Measurement, 'values' | 'runs'>> {
+/** One run: the CPU window is the whole run (server start and stop, and the shim's load, included). */
+async function oneRun(w: Workload, config: ServerConfig, work: string): Promise<Pick<Measurement, 'values' | 'runs' | 'cpu'>> {
   const port = await freePort();
   const [out, err, appLog] = ['client.out', 'run.err', 'app.log'].map((f) => path.join(work, f));
   const script = [
@@ -547,6 +582,7 @@ async function oneRun(w: Workload, config: ServerConfig, work: string): Promise<
   ].join('\n');
   const r = wrap(config, ['sh', '-c', script], files(work, 'one'));
   const errFd = fs.openSync(err, 'w');
+  const cpu0 = machineCpu();
   const p = start(r.argv, 'ignore', errFd, r.cli);
   fs.closeSync(errFd);
   let st: number;
@@ -560,7 +596,13 @@ async function oneRun(w: Workload, config: ServerConfig, work: string): Promise<
   }
   if (interrupted) throw new Error(`interrupted by ${interrupted}`);
   if (st !== 0) throw new Error(`${w.name} (${config}, one run) exited with ${st}:\n${tail(err)}\n${tail(appLog)}`);
-  return { values: w.parse(fs.readFileSync(out, 'utf8')), runs: r.cli ? { one: summaryOf(err, 'the run') } : {} };
+  const cpu1 = machineCpu();
+  const text = fs.readFileSync(out, 'utf8');
+  return {
+    values: w.parse(text),
+    runs: r.cli ? { one: summaryOf(err, 'the run') } : {},
+    cpu: { busyMs: cpu1.busyMs - cpu0.busyMs, kernelMs: cpu1.kernelMs - cpu0.kernelMs, requests: w.served(text) },
+  };
 }
 
 function summaryOf(file: string, who: string): RunSummary {
@@ -639,6 +681,7 @@ const CONFIG_LABEL: Record<ServerConfig, string> = {
   propagation: 'propagation (`run --no-sample`)',
   events: 'events (`run -e`)',
   trace: 'trace (`trace --db`)',
+  'trace-sampled': `trace at --sample ${SAMPLE_RATE}`,
 };
 
 /** Option counters of one measurement's runs. */
@@ -719,8 +762,12 @@ function summarize(samples: Measurement[], workloads: Workload[], rounds: number
     'sends that carried records; "yes" only where every run\'s counters show options written on one side and received on',
     'the other.',
     '',
-    '| benchmark | topology | configuration | median | spread | ratio to baseline | loss | verdict | TCP options written / received | drops |',
-    '|---|---|---|---|---|---|---|---|---|---|',
+    'CPU per request: the whole machine\'s busy CPU time (/proc/stat: every process, causeway\'s runtime and tracer included,',
+    'and the kernel) over the client\'s run (separate runs; the whole run for one run, server start and shim load included),',
+    'divided by the requests the client completed; median of the rounds, with the kernel\'s (system, irq, softirq) share.',
+    '',
+    '| benchmark | topology | configuration | median | spread | ratio to baseline | loss | verdict | machine CPU per request (µs) | TCP options written / received | drops |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   const results: Record<string, unknown>[] = [];
   const bullets: string[] = [];
@@ -736,14 +783,16 @@ function summarize(samples: Measurement[], workloads: Workload[], rounds: number
         for (const c of CONFIGS) {
           const v = xs(c);
           const m = median(v);
-          const causeway = c === 'propagation' || c === 'events' || c === 'trace';
+          const causeway = CLI_CONFIGS.has(c);
+          const cpuUs = median(of(c).map((s) => (s.cpu.busyMs * 1000) / s.cpu.requests));
+          const kernelShare = median(of(c).map((s) => s.cpu.kernelMs / s.cpu.busyMs));
           const cross = causeway ? crossing(of(c), topology) : null;
           const drops = dropsOf(of(c));
           const dropCell = !causeway ? '-' : Object.keys(drops).length ? Object.entries(drops).map(([k, n]) => `${k}=${n}`).join(' ') : '0';
           const verd = c === 'baseline' ? '-' : verdict(xs('baseline'), v);
           lines.push(
             `| ${label} | ${TOPO_LABEL[topology]} | ${CONFIG_LABEL[c]} | ${m.toFixed(0)} ${w.unit} | ${Math.min(...v).toFixed(0)}-${Math.max(...v).toFixed(0)} | ` +
-              `${(m / base).toFixed(3)} | ${c === 'baseline' ? '-' : `${((1 - m / base) * 100).toFixed(1)}%`} | ${verd} | ${cross?.cell ?? '-'} | ${dropCell} |`,
+              `${(m / base).toFixed(3)} | ${c === 'baseline' ? '-' : `${((1 - m / base) * 100).toFixed(1)}%`} | ${verd} | ${cpuUs.toFixed(1)} (${(kernelShare * 100).toFixed(0)}% kernel) | ${cross?.cell ?? '-'} | ${dropCell} |`,
           );
           results.push({
             bench: label,
@@ -761,11 +810,23 @@ function summarize(samples: Measurement[], workloads: Workload[], rounds: number
             tcpOption: cross ? { crossed: cross.crossed, ...cross.counts } : null,
             drops: causeway ? drops : null,
             events: causeway ? of(c).map((s) => (s.runs.one?.events ?? 0) + (s.runs.client?.events ?? 0) + (s.runs.server?.events ?? 0)) : null,
-            stored: c === 'trace' ? of(c).map((s) => (s.runs.one?.stored ?? 0) + (s.runs.client?.stored ?? 0) + (s.runs.server?.stored ?? 0)) : null,
+            cpuUsPerRequest: cpuUs,
+            kernelShare,
+            stored: c === 'trace' || c === 'trace-sampled' ? of(c).map((s) => (s.runs.one?.stored ?? 0) + (s.runs.client?.stored ?? 0) + (s.runs.server?.stored ?? 0)) : null,
           });
           if (c !== 'baseline')
             parts.push(`${c} ${((1 - m / base) * 100).toFixed(1)}%${verd === 'not resolvable here' ? ' (not resolvable here)' : ''}`);
         }
+        // Tracing's cost against propagation's (target: at most 2 times its loss), only where both are resolvable.
+        const lossOf = (c: ServerConfig) => 1 - median(xs(c)) / base;
+        const resolvable = (c: ServerConfig) => verdict(xs('baseline'), xs(c)) !== 'not resolvable here';
+        const vsProp = (['events', 'trace', 'trace-sampled'] as const).map((c) =>
+          !resolvable('propagation')
+            ? `${c} ${(lossOf(c) * 100).toFixed(1)}% (propagation's loss not resolvable here)`
+            : `${c} ${(lossOf(c) / lossOf('propagation')).toFixed(2)}x propagation's loss${resolvable(c) ? '' : ' (not resolvable here)'}` +
+              (c === 'trace-sampled' ? '' : lossOf(c) <= 2 * lossOf('propagation') ? ' (target <= 2x: met)' : ' (target <= 2x: NOT met)'),
+        );
+        bullets.push(`- ${label}, ${TOPO_LABEL[topology]}: ${vsProp.join('; ')}.`);
         const cross = crossing(of('propagation'), topology);
         bullets.push(
           `- ${label}, ${TOPO_LABEL[topology]}: loss to the baseline ${parts.join(', ')}.` +

@@ -7,7 +7,7 @@
 // then stops the three and writes what it measured as JSON.
 // Every request runs under a new trace of its own (causeway/sdk: run(newTrace(), ...));
 // outside causeway the SDK is detached and that costs only AsyncLocalStorage.
-// argv[2]: JSON { dir, secs, warmup, conc, items, out, otel (OTLP URL or null), sampled, observerPid, nodeArgs? }
+// argv[2]: JSON { dir, secs, warmup, conc, items, out, otel (OTLP URL or null), sampled, sampleRate?, observerPid, nodeArgs? }
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -177,7 +177,8 @@ async function load(port) {
   }, (cfg.warmup + cfg.secs) * 1000);
   async function worker(i) {
     while (phase !== 'done') {
-      const rec = sdk.newTrace({ sampled: cfg.sampled });
+      // --sample's decision at the root: a fraction sampleRate of the traces (all of them without one).
+      const rec = sdk.newTrace({ sampled: cfg.sampled && (cfg.sampleRate == null || Math.random() < cfg.sampleRate) });
       const id = Math.floor(Math.random() * cfg.items);
       const began = performance.now();
       const inWindow = phase === 'measure';
@@ -194,7 +195,7 @@ async function load(port) {
       total++;
       if (inWindow && phase === 'measure') {
         latencies.push(performance.now() - began);
-        traces.push(rec.traceId);
+        if (rec.sampled) traces.push(rec.traceId);
       }
     }
   }
