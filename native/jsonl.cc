@@ -30,9 +30,10 @@ static_assert(offsetof(struct cw_event, rport) == 258 && offsetof(struct cw_even
 static_assert(offsetof(struct cw_event, cpu_ns) == 264 && offsetof(struct cw_event, wchar) == 280, "cpu_ns, wchar");
 
 constexpr size_t kEventBytes = sizeof(struct cw_event);
-// The longest line one event can make is under 1,500 bytes (comm, path and a
-// UNIX name of control characters, 6 bytes each as \u00XX, beside every
-// other field at its widest); room for this much is made before each one.
+// The longest line one event can make is about 1,500 bytes (comm, path and a
+// UNIX name all control characters, 6 bytes each as \u00xx, beside every
+// other field at its widest); room for more than twice that is made before
+// each one.
 constexpr size_t kLineMax = 4096;
 
 const char kHex[] = "0123456789abcdef";
@@ -360,7 +361,10 @@ char *Event(char *p, const struct cw_event &e, int64_t clock_offset) {
 char *FormatJsonLines(const uint8_t *raw, size_t len, int64_t clock_offset, size_t *out_len) {
   size_t count = len / kEventBytes;
   Out out;
-  if (!out.Reserve(count * 640 + kLineMax)) return nullptr;
+  if (!out.Reserve(count * 640 + kLineMax)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
   struct cw_event e;
   for (size_t i = 0; i < count; i++) {
     if (!out.Reserve(kLineMax)) {
