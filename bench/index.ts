@@ -14,7 +14,8 @@
  * as it can, and the SDK's cost per async context switch beside a bare
  * AsyncLocalStorage (bench/sdk.ts); memory (bench/memory.ts); the three-tier
  * application (bench/app); real servers, redis-benchmark and pgbench
- * (bench/servers.ts).
+ * (bench/servers.ts); the cost of formatting `-e FILE`'s lines, native
+ * against TypeScript (bench/jsonl.ts).
  * TCP across two namespaces runs its server and its client as two processes,
  * one in each namespace, and in two runs where there are runs: the record
  * crosses between them in the TCP header option.
@@ -23,7 +24,7 @@
  *   node dist/bench/index.js [--quick] [--only SECTION[,SECTION...]] [--from-json]
  * --only measures only the sections named (micro: the request/response table,
  * or one of its rows by mode: pipe, unix, tcp, tcpns, bulk, forkexec; actors;
- * sdk; memory; app; servers, or redis or pgbench alone) and keeps every other
+ * sdk; memory; app; servers, or redis or pgbench alone; jsonl) and keeps every other
  * section from the BENCHMARKS.json already there.
  */
 import fs from 'node:fs';
@@ -40,6 +41,7 @@ import { trace } from '../src/tracer/trace';
 import { benchMemory } from './memory';
 import { benchApp } from './app';
 import { benchServers, WORKLOADS, WorkloadName } from './servers';
+import { benchJsonl } from './jsonl';
 import { median, machine, withFloor, withOutsideRun } from './common';
 
 const ROOT = path.join(__dirname, '..', '..');
@@ -266,6 +268,8 @@ interface Extras {
   app?: { json: unknown; md: string };
   /** bench/servers.ts: redis-benchmark and pgbench against real servers. */
   servers?: { json: unknown; md: string };
+  /** bench/jsonl.ts: formatting `-e FILE`'s lines, native against TypeScript. */
+  jsonl?: { json: unknown; md: string };
 }
 
 /** One row of the request/response table in BENCHMARKS.json; rounds, seconds and date say which invocation measured it. */
@@ -326,7 +330,7 @@ function rowsOf(j: Report): ResultRow[] {
 }
 
 const MICRO_MODES = [...new Set(BENCHES.map((b) => b.mode))];
-const SECTIONS = ['micro', ...MICRO_MODES, 'actors', 'sdk', 'memory', 'app', 'servers', ...WORKLOADS] as const;
+const SECTIONS = ['micro', ...MICRO_MODES, 'actors', 'sdk', 'memory', 'app', 'servers', ...WORKLOADS, 'jsonl'] as const;
 
 /** --only A,B (or --only A --only B): the sections to measure; null: all of them. */
 function parseOnly(argv: string[]): Set<string> | null {
@@ -406,6 +410,10 @@ async function main() {
     if (want('sdk')) {
       extras.sdk = await benchSdk();
       process.stderr.write(`sdk: ${JSON.stringify(extras.sdk)}\n`);
+    }
+    if (want('jsonl')) {
+      process.stderr.write('jsonl: formatting the events of a real run as JSON Lines, native and TypeScript\n');
+      extras.jsonl = await benchJsonl({ pingpong: bin, out, quick });
     }
     if (want('memory')) {
       process.stderr.write('memory: kernel maps per thread/pipe/connection, and the runtime with 10,000 connections\n');
@@ -583,6 +591,7 @@ function summarize(rows: ResultRow[], rounds: number, secs: number, extras: Extr
   if (extras.memory) lines.push(extras.memory.md, '');
   if (extras.app) lines.push(extras.app.md, '');
   if (extras.servers) lines.push(extras.servers.md, '');
+  if (extras.jsonl) lines.push(extras.jsonl.md, '');
   return { md: lines.join('\n'), json: { machine: machine(), rounds, seconds: secs, results: json, extras } };
 }
 

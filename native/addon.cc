@@ -24,6 +24,7 @@
 
 #include "causeway.h"
 #include "event_reader.h"
+#include "jsonl.h"
 #include "process.h"
 #include "sdk.h"
 #include "floor.skel.h"
@@ -468,6 +469,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("probe", Napi::Function::New(env, Probe));
   exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd));
   InitSdk(env, exports);
+  InitJsonl(env, exports);
   InitProcess(env, exports);
   return exports;
 }

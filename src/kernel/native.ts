@@ -59,6 +59,12 @@ export interface NativeAddon {
   gettid(): number;
   /** In a traced program: asks the runtime for this thread's SDK slot and maps the process's slots. */
   sdkAttach(socketPath: string): { tid: number; slot: number; memory: ArrayBuffer };
+  /**
+   * Whole events of a raw batch (struct cw_event each) as JSON Lines, byte for byte what
+   * decodeEvents(raw, clockOffset).map((e) => JSON.stringify(eventToJson(e))).join('\n') + '\n' gives
+   * (native/jsonl.cc); clockOffset must fit in 64 bits (RangeError).
+   */
+  formatJsonLines(raw: Buffer, clockOffset: bigint): Buffer;
 }
 
 let addon: NativeAddon | undefined;

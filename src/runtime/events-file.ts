@@ -1,6 +1,9 @@
 /**
  * The events file (`-e FILE`): JSON Lines written in the background, one
  * write at a time, batches that arrive meanwhile joined into the next one.
+ * Batches come raw (struct cw_event each, as the shim's 'raw' hands them) and
+ * are formatted natively (native/jsonl.cc), the same bytes as eventToJson and
+ * JSON.stringify give, with no JavaScript object per event.
  * A write that fails never stops the run and never loses events silently: the
  * first error is reported once, the events it did not write and every later
  * one are counted (`lost`), and a regular file is cut back to its last whole
@@ -8,7 +11,8 @@
  */
 import fs from 'node:fs';
 import { promisify } from 'node:util';
-import { CausalEvent, eventToJson } from '../kernel/events';
+import { EVENT_BYTES } from '../kernel/events';
+import { native } from '../kernel/native';
 import { CausewayError } from '../errors';
 
 const write = promisify(fs.write);
@@ -40,15 +44,31 @@ export class EventsFile {
     }
   }
 
-  /** Queues a batch of events (one line each); never throws. After a failure or close() they are only counted. */
-  write(batch: CausalEvent[]): void {
-    if (!batch.length) return;
+  /**
+   * Queues a raw batch (whole struct cw_event each; one line each), its times
+   * made epoch ns with clockOffset; never throws. After a failure or close()
+   * its events are only counted.
+   */
+  writeRaw(raw: Buffer, clockOffset: bigint): void {
+    const count = Math.floor(raw.length / EVENT_BYTES);
+    if (!count) return;
     if (this.error || this.closed) {
-      this.lost += batch.length;
+      this.lost += count;
       return;
     }
-    this.pending.push(Buffer.from(batch.map((e) => JSON.stringify(eventToJson(e))).join('\n') + '\n'));
-    this.pendingEvents += batch.length;
+    let text: Buffer;
+    try {
+      text = native().formatJsonLines(raw, clockOffset);
+    } catch (err) {
+      // Out of memory: a failure like a write's; what is queued is not written either.
+      this.lost += count + this.pendingEvents;
+      this.pending = [];
+      this.pendingEvents = 0;
+      this.fail(err as Error);
+      return;
+    }
+    this.pending.push(text);
+    this.pendingEvents += count;
     this.writing ??= this.flush();
   }
 

@@ -190,13 +190,13 @@ export class Runtime {
       const offset = shim.clockOffset;
       shim.on('raw', (batch: Buffer) => {
         result.events += batch.length / EVENT_BYTES;
+        sink?.writeRaw(batch, offset); // formatted natively: no object per event
         opts.onRawEvents?.(batch, offset);
         if (sdkRef) for (const pid of processExits(batch)) sdkRef.release(pid);
       });
       // Decoded events only for those that need them.
-      if (sink || opts.onEvents || hosts.length)
+      if (opts.onEvents || hosts.length)
         shim.on('events', (batch: CausalEvent[]) => {
-          sink?.write(batch);
           opts.onEvents?.(batch);
           for (const h of hosts) h.push(batch);
         });
