@@ -1,5 +1,5 @@
 /** The `causeway` command line. */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import fs from 'node:fs';
 import { run, RunOptions } from './runtime/runtime';
 import { trace } from './tracer/trace';
@@ -155,10 +155,11 @@ export function program(): Command {
     .option('--db <file>', `the trace database (default ${defaultDbPath()}, or $CAUSEWAY_DB)`)
     .option('--html <file>', 'write a self-contained HTML report of the run\'s traces')
     .option('--otlp <url>', 'export the spans over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces')
+    .addOption(new Option('--otlp-encoding <encoding>', 'the OTLP/HTTP body').choices(['protobuf', 'json']).default('protobuf'))
     .option('--sample <rate>', 'fraction of root records sampled, 0-1 (unsampled ones still propagate)', rateArg, 1)
     .option('--host <name>', 'the host name stored with the events (default: this host\'s)')
-    .action(async (cmd: string[], o: RunFlags & { db?: string; html?: string; otlp?: string; host?: string }) => {
-      const res = await trace({ ...runOptions(cmd, o), db: o.db, html: o.html, otlp: o.otlp, sample: Number(o.sample), host: o.host });
+    .action(async (cmd: string[], o: RunFlags & { db?: string; html?: string; otlp?: string; otlpEncoding: 'json' | 'protobuf'; host?: string }) => {
+      const res = await trace({ ...runOptions(cmd, o), db: o.db, html: o.html, otlp: o.otlp, otlpEncoding: o.otlpEncoding, sample: Number(o.sample), host: o.host });
       process.exitCode = res.status;
     });
 

@@ -169,7 +169,7 @@ t.test('every span of the graphs arrives once, as the graph has it', async (t) =
   const all = graphs.flatMap((g) => g.spans);
   t.ok(all.length > 2 * OTLP_BATCH_SPANS, 'enough spans for three batches');
 
-  const result = await exportOtlp(graphs, `${url}/v1/traces`);
+  const result = await exportOtlp(graphs, `${url}/v1/traces`, { encoding: 'json' });
   t.same(result, { spans: all.length, failed: 0 });
   t.equal(posts.length, Math.ceil(all.length / OTLP_BATCH_SPANS), 'one request per batch');
   for (const p of posts) {
@@ -265,7 +265,7 @@ t.test('a URL without a path gets /v1/traces; serviceName is used', async (t) =>
   t.equal(tracesUrl(`${url}/`), `${url}/v1/traces`);
   t.equal(tracesUrl(`${url}/otlp/v1/traces`), `${url}/otlp/v1/traces`, 'a given path is kept');
   const g = forkJoin();
-  t.same(await exportOtlp([g], url, { serviceName: 'build' }), { spans: g.spans.length, failed: 0 });
+  t.same(await exportOtlp([g], url, { serviceName: 'build', encoding: 'json' }), { spans: g.spans.length, failed: 0 });
   t.equal(posts.length, 1);
   t.equal(posts[0].path, '/v1/traces');
   t.ok(received(posts).every((x) => attr(x.resource, 'service.name') === 'build'));
@@ -281,7 +281,7 @@ t.test('an unreachable collector: failed counted, a clear error, no throw, no ha
   const n = graphs.reduce((a, g) => a + g.spans.length, 0);
   const timeoutMillis = 1500;
   const t0 = Date.now();
-  const result = await exportOtlp(graphs, `http://127.0.0.1:${port}/v1/traces`, { timeoutMillis });
+  const result = await exportOtlp(graphs, `http://127.0.0.1:${port}/v1/traces`, { timeoutMillis, encoding: 'json' });
   const took = Date.now() - t0;
   t.equal(result.spans, n);
   t.equal(result.failed, n, 'every span failed');
@@ -311,7 +311,7 @@ t.test('a collector that never answers: failed within the timeout', async (t) =>
 t.test('a collector that refuses: failed counted with the HTTP status, every batch tried', async (t) => {
   const { url, posts } = await collector(t, 400);
   const g = chatty(600);
-  const result = await exportOtlp([g], url);
+  const result = await exportOtlp([g], url, { encoding: 'json' });
   t.equal(result.failed, g.spans.length);
   t.match(result.error, /failed: HTTP 400/);
   t.equal(posts.length, 2, 'an answered failure does not stop the next batch');

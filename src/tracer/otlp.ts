@@ -53,7 +53,8 @@
 import type * as http from 'node:http';
 import { Attributes, HrTime, Link, SpanContext, SpanKind, SpanStatus, SpanStatusCode, TraceFlags, isValidSpanId, isValidTraceId } from '@opentelemetry/api';
 import { ExportResult, ExportResultCode } from '@opentelemetry/core';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { OTLPTraceExporter as JsonTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { OTLPTraceExporter as ProtobufTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { Resource, resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
@@ -80,7 +81,14 @@ export interface OtlpOptions {
   serviceName?: string;
   /** How long one batch may take, retries included, in ms (10000 if unset). */
   timeoutMillis?: number;
+  /** OTLP/HTTP's body: 'protobuf' (application/x-protobuf, the spec's default) or 'json'. */
+  encoding?: OtlpEncoding;
 }
+
+export type OtlpEncoding = 'json' | 'protobuf';
+export const OTLP_ENCODINGS: readonly OtlpEncoding[] = ['protobuf', 'json'];
+
+type Config = ConstructorParameters<typeof JsonTraceExporter>[0] & object;
 
 export interface OtlpResult {
   /** Spans of the graphs, all of which were tried. */
@@ -123,14 +131,15 @@ export async function exportOtlp(graphs: TraceGraph[], url: string, opts: OtlpOp
   const timeoutMillis = opts.timeoutMillis ?? DEFAULT_TIMEOUT_MS;
   // Our own agent, so that its keep-alive sockets are closed when we are done.
   let agent: http.Agent | undefined;
-  const exporter = new OTLPTraceExporter({
+  const config: Config = {
     url: endpoint,
     timeoutMillis,
     httpAgentOptions: async (protocol: string) => {
       const mod = protocol === 'http:' ? await import('node:http') : await import('node:https');
       return (agent = new mod.Agent({ keepAlive: true }));
     },
-  });
+  };
+  const exporter = (opts.encoding ?? 'protobuf') === 'json' ? new JsonTraceExporter(config) : new ProtobufTraceExporter(config);
   try {
     for (let i = 0; i < spans.length; i += OTLP_BATCH_SPANS) {
       const batch = spans.slice(i, i + OTLP_BATCH_SPANS);
@@ -170,7 +179,7 @@ export function tracesUrl(url: string): string | { error: string } {
 }
 
 /** One export call as a promise, bounded by timeoutMillis (plus a grace for the exporter's own deadline). */
-function exportBatch(exporter: OTLPTraceExporter, batch: ReadableSpan[], timeoutMillis: number): Promise<ExportResult> {
+function exportBatch(exporter: JsonTraceExporter | ProtobufTraceExporter, batch: ReadableSpan[], timeoutMillis: number): Promise<ExportResult> {
   return new Promise((resolve) => {
     const timer = setTimeout(
       () => resolve({ code: ExportResultCode.FAILED, error: new Error(`no answer within ${timeoutMillis} ms`) }),

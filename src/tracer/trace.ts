@@ -26,6 +26,7 @@ export interface TraceOptions extends RunOptions {
   html?: string;
   /** Export this run's spans over OTLP/HTTP to this URL. */
   otlp?: string;
+  otlpEncoding?: import('./otlp').OtlpEncoding;
   /** The fraction of root records that are sampled (default 1). */
   sample?: number;
   /** The host name stored with the events (default: os.hostname()). */
@@ -129,7 +130,7 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
   }
   if (opts.otlp) {
     try {
-      const r = await exportOtlp(graphs(), opts.otlp);
+      const r = await exportOtlp(graphs(), opts.otlp, { encoding: opts.otlpEncoding });
       process.stderr.write(`causeway: exported ${r.spans} span(s) to ${opts.otlp}${r.failed ? `; FAILED: ${r.failed}${r.error ? ` (${r.error})` : ''}` : ''}\n`);
     } catch (err) {
       failed(`exporting to ${opts.otlp}`, err);
