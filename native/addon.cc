@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "batch.h"
 #include "causeway.h"
 #include "event_reader.h"
 #include "process.h"
@@ -469,6 +470,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd));
   InitSdk(env, exports);
   InitProcess(env, exports);
+  InitBatch(env, exports);
   return exports;
 }
 
