@@ -1,0 +1,182 @@
+/**
+ * The tracer's writer: raw batches from the shim (RunOptions.onRawEvents, no
+ * JavaScript object per event) go to a worker thread that packs and stores
+ * them (TraceStore.appendRaw), so that neither packing nor SQLite, nor
+ * waiting for a database another causeway holds, ever runs on the main
+ * thread, which serves the SDK and the actors.
+ *
+ * What waits for the worker is bounded (queueEvents): past the bound, a
+ * batch is dropped whole and counted (TracerStats.dropped), never queued
+ * without limit; the traced programs are never slowed (the kernel's ring
+ * buffer never waits for user space: it drops and counts). The worker stores
+ * what it has as one blob per transaction (up to blobEvents events), so it
+ * writes bigger blobs, at less cost per event, when it is behind.
+ *
+ * A blob the database refuses (a full disk, say) is counted in
+ * TracerStats.failed and the worker goes on with the next; onError hears of
+ * the first error once. push() runs on the main thread and never blocks.
+ */
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { EVENT_BYTES } from '../kernel/events';
+import { TraceStore } from './store';
+
+export interface TracerStats {
+  /** Events stored. */
+  stored: number;
+  /** Events a failed transaction did not store (each blob is stored whole or not at all). */
+  failed: number;
+  /** Events dropped unstored: the queue to the worker was full (storage fell behind), or the drain deadline passed. */
+  dropped: number;
+  /** The first store error, if any. */
+  error?: Error;
+}
+
+export interface WriterOptions {
+  db: string;
+  /** The run the batches belong to (TraceStore.beginRun) and the host they were seen on. */
+  run: number;
+  host: string;
+  /** Events queued for the worker at most; past it batches are dropped (default 131072: 36 MiB of raw events). */
+  queueEvents?: number;
+  /** Events in one blob at most (default 16384). */
+  blobEvents?: number;
+  /** zlib level of the blobs' bodies, 0 (default: none) to 9. */
+  deflate?: number;
+  /** Called once, with the first error of the store. */
+  onError?: (err: Error) => void;
+}
+
+interface Settings {
+  db: string;
+  run: number;
+  host: string;
+  blobEvents: number;
+  deflate: number;
+}
+
+/** Main thread to worker: a batch (its own copy, transferred) or the end. */
+type ToWorker = { buf: ArrayBuffer; n: number; offset: bigint } | { end: true };
+/** Worker to main thread: events stored, or failed (with the error, once). */
+type FromWorker = { stored: number } | { failed: number; error?: string };
+
+const WORKER_KEY = 'causewayTraceWriter';
+
+export class TraceWriter {
+  readonly stats: TracerStats = { stored: 0, failed: 0, dropped: 0 };
+  private readonly worker: Worker;
+  private readonly limit: number;
+  private readonly exited: Promise<void>;
+  /** Events posted to the worker and not yet acknowledged. */
+  private queued = 0;
+  private closing = false;
+  private dead = false;
+
+  constructor(private readonly opts: WriterOptions) {
+    this.limit = opts.queueEvents ?? 131072;
+    const settings: Settings = { db: opts.db, run: opts.run, host: opts.host, blobEvents: opts.blobEvents ?? 16384, deflate: opts.deflate ?? 0 };
+    this.worker = new Worker(__filename, { workerData: { [WORKER_KEY]: settings } });
+    this.exited = new Promise((resolve) => this.worker.once('exit', () => resolve()));
+    this.worker.on('message', (m: FromWorker) => {
+      if ('stored' in m) {
+        this.stats.stored += m.stored;
+        this.queued -= m.stored;
+      } else if ('failed' in m) {
+        this.stats.failed += m.failed;
+        this.queued -= m.failed;
+        if (m.error) this.fail(new Error(m.error));
+      }
+    });
+    // The worker failed as a whole (it could not open the database, say): what it held is lost, and so is the rest.
+    this.worker.on('error', (err) => {
+      this.dead = true;
+      this.stats.failed += this.queued;
+      this.queued = 0;
+      this.fail(new Error(`the trace store's worker failed: ${err.message}`));
+    });
+  }
+
+  /** A raw batch from the shim (whole struct cw_event); main thread, never blocks. */
+  push(batch: Buffer, clockOffset: bigint): void {
+    const n = batch.length / EVENT_BYTES;
+    if (n === 0) return;
+    if (this.dead) {
+      this.stats.failed += n;
+      return;
+    }
+    if (this.closing || this.queued + n > this.limit) {
+      this.stats.dropped += n;
+      return;
+    }
+    // A copy of its own: the shim's buffer is read again after us (SDK releases, decoded events).
+    const buf = new Uint8Array(batch).buffer;
+    this.worker.postMessage({ buf, n, offset: clockOffset } satisfies ToWorker, [buf]);
+    this.queued += n;
+  }
+
+  /**
+   * Stores what is queued, then stops the worker. Past deadlineMs the worker
+   * is stopped anyway and what it had not stored is counted as dropped.
+   */
+  async close(deadlineMs = 30000): Promise<TracerStats> {
+    if (!this.closing) {
+      this.closing = true;
+      this.worker.postMessage({ end: true } satisfies ToWorker);
+    }
+    const timer = setTimeout(() => void this.worker.terminate(), deadlineMs);
+    await this.exited;
+    clearTimeout(timer);
+    this.stats.dropped += this.queued;
+    this.queued = 0;
+    return this.stats;
+  }
+
+  private fail(err: Error): void {
+    if (this.stats.error) return;
+    this.stats.error = err;
+    this.opts.onError?.(err);
+  }
+}
+
+/** The worker: its own connection to the database; stores what arrived, one blob per transaction. */
+function runWorker(s: Settings): void {
+  const port = parentPort!;
+  const store = TraceStore.open(s.db);
+  const pending: { buf: Buffer; n: number; offset: bigint }[] = [];
+  let scheduled = false;
+  let ending = false;
+  let reported = false;
+  const flush = () => {
+    scheduled = false;
+    while (pending.length) {
+      const offset = pending[0].offset;
+      const group: Buffer[] = [];
+      let n = 0;
+      while (pending.length && pending[0].offset === offset && (n === 0 || n + pending[0].n <= s.blobEvents)) {
+        const p = pending.shift()!;
+        group.push(p.buf);
+        n += p.n;
+      }
+      try {
+        store.appendRaw(group, offset, s.run, s.host, s.deflate);
+        port.postMessage({ stored: n } satisfies FromWorker);
+      } catch (err) {
+        port.postMessage({ failed: n, ...(reported ? {} : { error: (err as Error).message }) } satisfies FromWorker);
+        reported = true;
+      }
+    }
+    if (ending) {
+      store.close();
+      port.close();
+    }
+  };
+  port.on('message', (m: ToWorker) => {
+    if ('end' in m) ending = true;
+    else pending.push({ buf: Buffer.from(m.buf), n: m.n, offset: m.offset });
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
+  });
+}
+
+if (!isMainThread && workerData?.[WORKER_KEY]) runWorker(workerData[WORKER_KEY] as Settings);
