@@ -140,7 +140,7 @@ export class TraceWriter {
 /** The worker: its own connection to the database; stores what arrived, one blob per transaction. */
 function runWorker(s: Settings): void {
   const port = parentPort!;
-  const store = TraceStore.open(s.db);
+  const store = TraceStore.open(s.db, { appender: true });
   const pending: { buf: Buffer; n: number; offset: bigint }[] = [];
   let scheduled = false;
   let ending = false;
