@@ -157,6 +157,10 @@ export class TraceStore {
     }
     try {
       db.defaultSafeIntegers(true);
+      db.pragma('busy_timeout = 10000');
+      // Before anything changes the file (even its journal mode): a newer one is left alone.
+      const found = schemaVersion(db);
+      if (found > SCHEMA_VERSION) throw newerError(file, found);
       if (!readonly) {
         db.pragma('journal_mode = WAL');
         db.pragma('synchronous = NORMAL');
@@ -168,11 +172,9 @@ export class TraceStore {
         db.pragma(`wal_autocheckpoint = ${APPENDER_CHECKPOINT_PAGES}`);
         db.pragma(`journal_size_limit = ${APPENDER_CHECKPOINT_PAGES * 4096 * 2}`);
       }
-      db.pragma('busy_timeout = 10000');
       const version = readonly ? schemaVersion(db) : migrate(db);
       if (version === 0) throw new CausewayError(`${file} is not a causeway trace database`);
-      if (version > SCHEMA_VERSION)
-        throw new CausewayError(`${file} has trace schema version ${version}; this causeway reads versions 1 to ${SCHEMA_VERSION}: upgrade causeway or use another --db`);
+      if (version > SCHEMA_VERSION) throw newerError(file, version);
       return new TraceStore(file, db);
     } catch (err) {
       db.close();
@@ -351,6 +353,10 @@ export function unpackBlob(blob: Buffer, format: number, host: string, trace: Bu
     throw new CausewayError(`${what} cannot be read: ${(err as Error).message}`);
   }
   return decodeEvents(raw.events, raw.clockOffset).map((e) => toTraceEvent(e, host));
+}
+
+function newerError(file: string, version: number): CausewayError {
+  return new CausewayError(`${file} has trace schema version ${version}; this causeway reads versions 1 to ${SCHEMA_VERSION}: upgrade causeway or use another --db`);
 }
 
 /** The schema version of an open database; 0 if it is not a trace database. */
