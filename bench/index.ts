@@ -14,7 +14,7 @@
  * as it can, and the SDK's cost per async context switch beside a bare
  * AsyncLocalStorage (bench/sdk.ts); memory (bench/memory.ts); the three-tier
  * application (bench/app); real servers, redis-benchmark and pgbench
- * (bench/servers.ts).
+ * (bench/servers.ts); the trace store on one core (bench/store.ts).
  * TCP across two namespaces runs its server and its client as two processes,
  * one in each namespace, and in two runs where there are runs: the record
  * crosses between them in the TCP header option.
@@ -23,7 +23,7 @@
  *   node dist/bench/index.js [--quick] [--only SECTION[,SECTION...]] [--from-json]
  * --only measures only the sections named (micro: the request/response table,
  * or one of its rows by mode: pipe, unix, tcp, tcpns, bulk, forkexec; actors;
- * sdk; memory; app; servers, or redis or pgbench alone) and keeps every other
+ * sdk; memory; app; servers, or redis or pgbench alone; store) and keeps every other
  * section from the BENCHMARKS.json already there.
  */
 import fs from 'node:fs';
@@ -38,6 +38,7 @@ import type { Actor } from '../src/actor/types';
 import { benchSdk } from './sdk';
 import { trace } from '../src/tracer/trace';
 import { benchMemory } from './memory';
+import { benchStore } from './store';
 import { benchApp } from './app';
 import { benchServers, WORKLOADS, WorkloadName } from './servers';
 import { median, machine, withFloor, withOutsideRun } from './common';
@@ -266,6 +267,8 @@ interface Extras {
   app?: { json: unknown; md: string };
   /** bench/servers.ts: redis-benchmark and pgbench against real servers. */
   servers?: { json: unknown; md: string };
+  /** bench/store.ts: the trace store on one core. */
+  store?: { json: unknown; md: string };
 }
 
 /** One row of the request/response table in BENCHMARKS.json; rounds, seconds and date say which invocation measured it. */
@@ -326,7 +329,7 @@ function rowsOf(j: Report): ResultRow[] {
 }
 
 const MICRO_MODES = [...new Set(BENCHES.map((b) => b.mode))];
-const SECTIONS = ['micro', ...MICRO_MODES, 'actors', 'sdk', 'memory', 'app', 'servers', ...WORKLOADS] as const;
+const SECTIONS = ['micro', ...MICRO_MODES, 'actors', 'sdk', 'memory', 'app', 'servers', ...WORKLOADS, 'store'] as const;
 
 /** --only A,B (or --only A --only B): the sections to measure; null: all of them. */
 function parseOnly(argv: string[]): Set<string> | null {
@@ -416,6 +419,11 @@ async function main() {
       process.stderr.write('application: load generator -> front -> back -> Redis, four ways\n');
       const app = await benchApp({ quick });
       extras.app = { json: app.json, md: app.md };
+    }
+    if (want('store')) {
+      process.stderr.write('store: the trace store on one core, fed with raw batches of real runs\n');
+      const st = await benchStore({ bin, dir, quick });
+      extras.store = { json: st.json, md: st.md };
     }
     if (workloads.length) {
       process.stderr.write(`servers: ${workloads.join(' and ')} against real servers, separate runs and one run\n`);
@@ -583,6 +591,7 @@ function summarize(rows: ResultRow[], rounds: number, secs: number, extras: Extr
   if (extras.memory) lines.push(extras.memory.md, '');
   if (extras.app) lines.push(extras.app.md, '');
   if (extras.servers) lines.push(extras.servers.md, '');
+  if (extras.store) lines.push(extras.store.md, '');
   return { md: lines.join('\n'), json: { machine: machine(), rounds, seconds: secs, results: json, extras } };
 }
 

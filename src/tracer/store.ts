@@ -143,9 +143,10 @@ export class TraceStore {
   /**
    * Opens (creating it and its directory if needed) a store; refuses a newer
    * schema with a clear error. appender: the connection that appends batches
-   * (the tracer's worker), tuned for it.
+   * (the tracer's worker), tuned for it; checkpoints: false leaves the WAL's
+   * checkpoints to another connection (see checkpoint()).
    */
-  static open(file: string = defaultDbPath(), opts: { readonly?: boolean; appender?: boolean } = {}): TraceStore {
+  static open(file: string = defaultDbPath(), opts: { readonly?: boolean; appender?: boolean; checkpoints?: boolean } = {}): TraceStore {
     const readonly = opts.readonly ?? false;
     if (readonly && !fs.existsSync(file)) throw new CausewayError(`no trace database at ${file}: run \`causeway trace -- CMD\` first, or give --db FILE`);
     if (!readonly) fs.mkdirSync(path.dirname(file), { recursive: true });
@@ -169,7 +170,7 @@ export class TraceStore {
         // A new trace is an insert at a random place of one B-tree: a bigger cache and fewer,
         // larger checkpoints write each touched page less often (about 1.3x at 16 events per trace).
         db.pragma(`cache_size = -${APPENDER_CACHE_KIB}`);
-        db.pragma(`wal_autocheckpoint = ${APPENDER_CHECKPOINT_PAGES}`);
+        db.pragma(`wal_autocheckpoint = ${opts.checkpoints === false ? 0 : APPENDER_CHECKPOINT_PAGES}`);
         db.pragma(`journal_size_limit = ${APPENDER_CHECKPOINT_PAGES * 4096 * 2}`);
       }
       const version = readonly ? schemaVersion(db) : migrate(db);
@@ -238,6 +239,21 @@ export class TraceStore {
       for (let o = 0; o < traces.length; o += 40)
         upsertTrace.run(traces.toString('hex', o, o + 16), traces.readBigInt64LE(o + 16), traces.readBigInt64LE(o + 24), traces.readUInt32LE(o + 32), run, batch);
     });
+  }
+
+  /**
+   * Copies the WAL's pages into the database file. PASSIVE never waits for
+   * the writer; RESTART waits for it, so that the next write starts the WAL
+   * from its beginning again. log: pages in the WAL; checkpointed: copied.
+   */
+  checkpoint(mode: 'PASSIVE' | 'RESTART' = 'PASSIVE'): { log: number; checkpointed: number } {
+    const [r] = this.db.pragma(`wal_checkpoint(${mode})`) as { log: bigint; checkpointed: bigint }[];
+    return { log: Number(r.log), checkpointed: Number(r.checkpointed) };
+  }
+
+  /** Checkpoints as the appending connection does by default (after checkpoints: false). */
+  autoCheckpoints(): void {
+    this.db.pragma(`wal_autocheckpoint = ${APPENDER_CHECKPOINT_PAGES}`);
   }
 
   /** Traces, newest first. */

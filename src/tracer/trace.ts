@@ -71,6 +71,8 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
       process.stderr.write(`causeway: storing events in ${db} failed: ${err.message}; the run goes on, the events not stored are counted\n`),
   });
   const stats = writer.stats;
+  // The store is open before the first event: nothing queues up while the worker starts (~80 ms).
+  await writer.ready;
   const record = opts.record ?? newRecord();
   // Sampling decides at the root: an unsampled record still propagates, and emits nothing.
   record.sampled = record.sampled && Math.random() < rate;
