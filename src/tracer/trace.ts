@@ -137,7 +137,7 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
   if (opts.summary !== false || stats.failed || stats.dropped) process.stderr.write(
     `causeway: tracer stored ${stats.stored} events of ${traces.length} trace(s) in ${db}` +
       (stats.failed ? `; FAILED to store ${stats.failed} events, LOST (${stats.error?.message})` : '') +
-      (stats.dropped ? `; DROPPED ${stats.dropped} events, LOST (the store fell behind: its queue of ${opts.storeQueue ?? 131072} events was full)` : '') +
+      (stats.dropped ? `; DROPPED ${stats.dropped} events, LOST (the store fell behind; its queue holds ${opts.storeQueue ?? 131072} events)` : '') +
       `; peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB` +
       (traces.length ? `; causeway show ${traces[0].slice(0, 12)}${traces.length > 1 ? ' (and causeway ls)' : ''}` : '') +
       '\n',

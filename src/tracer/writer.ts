@@ -13,7 +13,7 @@
  * writes bigger blobs, at less cost per event, when it is behind.
  *
  * A second worker copies the WAL into the database file (checkpoints, every
- * 10 ms), so that the one that stores never stops for that copy and its
+ * 10 ms once the WAL has reached 4 MB), so that the one that stores never stops for that copy and its
  * fsync: fed at 1M events/s here, the queue peaked at ~30k events with it
  * and ~120k (of 131k) without, when a 32 MB checkpoint stalled the store.
  *
@@ -21,6 +21,7 @@
  * TracerStats.failed and the worker goes on with the next; onError hears of
  * the first error once. push() runs on the main thread and never blocks.
  */
+import fs from 'node:fs';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { EVENT_BYTES } from '../kernel/events';
 import { TraceStore } from './store';
@@ -66,8 +67,14 @@ type ToWorker = { buf: ArrayBuffer; n: number; offset: bigint } | { end: true } 
 type FromWorker = { ready: true } | { stored: number } | { failed: number; error?: string };
 
 const WORKER_KEY = 'causewayTraceWriter';
-/** How often the checkpointer copies the WAL (ms), and the WAL's size (pages) past which it waits for the writer once. */
+/**
+ * How often the checkpointer copies the WAL (ms); the WAL's size from which it
+ * does (bytes: SQLite's own default, 1000 pages; below it the WAL just grows,
+ * as with SQLite's defaults); and the WAL's size (pages) past which it waits
+ * for the writer once.
+ */
 const CHECKPOINT_MS = 10;
+const CHECKPOINT_FROM_BYTES = 1000 * 4096;
 const CHECKPOINT_WAIT_PAGES = 32768;
 
 export class TraceWriter {
@@ -210,8 +217,11 @@ function runAppender(s: Settings): void {
 function runCheckpointer(s: Settings): void {
   const port = parentPort!;
   const store = TraceStore.open(s.db);
+  let active = false;
   const tick = () => {
     try {
+      // The WAL file keeps its size once grown (it is reused from its start): active from then on.
+      if (!active && !(active = fs.statSync(`${s.db}-wal`).size >= CHECKPOINT_FROM_BYTES)) return;
       // A writer that never pauses can keep a passive checkpoint from ever reaching the WAL's end, and
       // only then does the WAL start over: past the bound, wait for the writer once.
       if (store.checkpoint('PASSIVE').log > CHECKPOINT_WAIT_PAGES) store.checkpoint('RESTART');
