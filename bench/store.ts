@@ -14,11 +14,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { run } from '../src/runtime/runtime';
 import { newRecord } from '../src/kernel/record';
 import { EVENT_BYTES } from '../src/kernel/events';
 import { TraceStore } from '../src/tracer/store';
-import { TraceWriter } from '../src/tracer/writer';
+import { STORE_QUEUE_EVENTS, TraceWriter } from '../src/tracer/writer';
 import { median } from './common';
 
 /** Offset of the trace id in struct cw_event (rec at 80, trace_id at 8 in it). */
@@ -39,6 +40,9 @@ const CASES: Case[] = [
   { name: 'one trace per 16 events', perTrace: 16 },
 ];
 
+/** What the tracer's own path is fed with at the target rate. */
+const WRITER_CASES = CASES.slice(0, 2);
+
 export interface StoreCaseResult {
   name: string;
   perTrace: number;
@@ -57,7 +61,8 @@ export interface StoreCaseResult {
 export interface StoreBench {
   capture: { events: number; batches: number; traces: number; workloads: string[] };
   cases: StoreCaseResult[][];
-  writer: { rate: number; seconds: number; pushed: number; stored: number; dropped: number; failed: number }[];
+  /** queuePeak: the most events waiting for the worker at once (the bound is STORE_QUEUE_EVENTS). */
+  writer: { name: string; rate: number; seconds: number; pushed: number; stored: number; dropped: number; failed: number; queuePeak: number }[];
 }
 
 /** Raw batches of real runs, as the shim delivered them. */
@@ -80,20 +85,39 @@ async function capture(bin: string, dir: string, secs: number): Promise<{ batche
   return { batches, workloads: runs.map(([name]) => name) };
 }
 
-/** Gives every event of a pass its trace: the captured one made new for the pass, or one per perTrace events. */
-function retrace(batches: Buffer[], pass: number, perTrace: number, salt: bigint): void {
-  let i = 0;
-  const tag = BigInt.asUintN(64, salt ^ (BigInt(pass) * 0x9e3779b97f4a7c15n));
-  for (const b of batches)
-    for (let o = 0; o < b.length; o += EVENT_BYTES, i++) {
-      if (perTrace === 0) {
-        // The captured trace, xor a per-pass tag: as many traces as captured, new ones each pass.
-        b.writeBigUInt64LE(b.readBigUInt64LE(o + TRACE_OFF) ^ tag, o + TRACE_OFF);
-      } else {
-        b.writeBigUInt64LE(tag, o + TRACE_OFF);
-        b.writeBigUInt64LE(BigInt(Math.floor(i / perTrace)) + 1n, o + TRACE_OFF + 8);
-      }
+/** The trace ids of the captured events, 16 bytes each, in order: what every pass starts from. */
+function traceIds(batches: Buffer[]): Buffer {
+  const ids: Buffer[] = [];
+  for (const b of batches) for (let o = 0; o < b.length; o += EVENT_BYTES) ids.push(b.subarray(o + TRACE_OFF, o + TRACE_OFF + 16));
+  return Buffer.concat(ids);
+}
+
+/**
+ * Gives every event of batch b (whose first event is event number first of
+ * the capture) its trace for a pass: the captured one, made new for the pass
+ * (perTrace 0: as many traces as captured), or one per perTrace events.
+ */
+function retrace(b: Buffer, first: number, orig: Buffer, pass: number, perTrace: number, salt: number): void {
+  const tag = (salt ^ Math.imul(pass + 1, 0x9e3779b1)) >>> 0;
+  for (let o = 0, i = first; o < b.length; o += EVENT_BYTES, i++) {
+    const at = o + TRACE_OFF;
+    if (perTrace === 0) {
+      orig.copy(b, at, 16 * i, 16 * i + 16);
+      b.writeUInt32LE((b.readUInt32LE(at) ^ tag) >>> 0, at);
+      b.writeUInt32LE(pass, at + 4);
+    } else {
+      b.writeUInt32LE(tag, at);
+      b.writeUInt32LE(pass, at + 4);
+      b.writeUInt32LE(salt, at + 8);
+      b.writeUInt32LE(Math.floor(i / perTrace) + 1, at + 12);
     }
+  }
+}
+
+/** The number of the first event of each batch. */
+function firsts(batches: Buffer[]): number[] {
+  let n = 0;
+  return batches.map((b) => ((n += b.length / EVENT_BYTES), n - b.length / EVENT_BYTES));
 }
 
 /** Groups batches into runs of up to max events, whole batches each. */
@@ -119,18 +143,26 @@ function removeDb(db: string): void {
   for (const f of [db, `${db}-wal`, `${db}-shm`]) fs.rmSync(f, { force: true });
 }
 
+/** Lets the disk finish writing what the previous measurement left, so that one's writeback does not slow the next. */
+function settle(): void {
+  execFileSync('sync');
+}
+
 /** Stores passes of the captured batches for at least secs of store time. */
-function storeCase(c: Case, batches: Buffer[], dir: string, secs: number): StoreCaseResult {
+function storeCase(c: Case, batches: Buffer[], orig: Buffer, dir: string, secs: number): StoreCaseResult {
   const db = path.join(dir, 'store-bench.db');
   removeDb(db);
+  settle();
   const store = TraceStore.open(db, { appender: true });
   const runId = store.beginRun('bench', 'bench');
   const gs = groups(batches);
-  const salt = BigInt(`0x${crypto.randomBytes(8).toString('hex')}`);
+  const salt = crypto.randomBytes(4).readUInt32LE(0);
   let [events, blobBytes, wall, cpu] = [0, 0, 0n, 0];
+  const starts = firsts(batches);
+  const first = new Map(batches.map((b, k) => [b, starts[k]]));
   for (let pass = 0; Number(wall) < secs * 1e9; pass++) {
-    retrace(batches, pass, c.perTrace, salt); // not timed
     for (const g of gs) {
+      for (const b of g) retrace(b, first.get(b)!, orig, pass, c.perTrace, salt); // not timed
       const c0 = process.cpuUsage();
       const t0 = process.hrtime.bigint();
       const r = store.appendRaw(g, 0n, runId, 'bench');
@@ -171,38 +203,40 @@ function storeCase(c: Case, batches: Buffer[], dir: string, secs: number): Store
  * native/event_reader.cc), so the captured ones are joined into batches of
  * 2048 events.
  */
-async function writerAtRate(captured: Buffer[], dir: string, rate: number, secs: number) {
+async function writerAtRate(c: Case, captured: Buffer[], dir: string, rate: number, secs: number) {
   const batches = groups(captured, READER_BATCH).map((g) => Buffer.concat(g));
+  const orig = traceIds(batches);
   const db = path.join(dir, 'store-writer.db');
   removeDb(db);
+  settle();
   const store = TraceStore.open(db);
   const runId = store.beginRun('bench', 'bench');
   store.close();
   let error: Error | undefined;
   const writer = new TraceWriter({ db, run: runId, host: 'bench', onError: (e) => (error = e) });
   await writer.ready; // as causeway trace does before the command starts
-  const salt = BigInt(`0x${crypto.randomBytes(8).toString('hex')}`);
+  const salt = crypto.randomBytes(4).readUInt32LE(0);
+  const first = firsts(batches);
   const start = process.hrtime.bigint();
-  let [pushed, i, pass] = [0, 0, 0];
+  let [pushed, i, pass, peak] = [0, 0, 0, 0];
   for (;;) {
     const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
     if (elapsed >= secs) break;
     // Catch up to the rate, a batch at a time, then let the event loop (the worker's acknowledgements) run.
     while (pushed < elapsed * rate) {
-      if (i === batches.length) {
-        retrace(batches, ++pass, 0, salt);
-        i = 0;
-      }
-      const b = batches[i++];
+      if (i === batches.length) [i, pass] = [0, pass + 1];
+      const b = batches[i];
+      retrace(b, first[i++], orig, pass, c.perTrace, salt); // a batch at a time: no long pause of this thread
       writer.push(b, 0n);
       pushed += b.length / EVENT_BYTES;
+      peak = Math.max(peak, writer.queued());
     }
     await new Promise((r) => setTimeout(r, 2));
   }
   const stats = await writer.close();
   removeDb(db);
   if (error) throw error;
-  return { rate, seconds: secs, pushed, stored: stats.stored, dropped: stats.dropped, failed: stats.failed };
+  return { name: c.name, rate, seconds: secs, pushed, stored: stats.stored, dropped: stats.dropped, failed: stats.failed, queuePeak: peak };
 }
 
 export async function benchStore(opts: { bin: string; dir: string; quick?: boolean }): Promise<{ json: StoreBench; md: string }> {
@@ -210,13 +244,14 @@ export async function benchStore(opts: { bin: string; dir: string; quick?: boole
   const secs = opts.quick ? 2 : 5;
   const { batches, workloads } = await capture(opts.bin, opts.dir, opts.quick ? 0.3 : 0.5);
   const events = batches.reduce((n, b) => n + b.length / EVENT_BYTES, 0);
+  const orig = traceIds(batches);
   const traces = new Set<string>();
   for (const b of batches) for (let o = 0; o < b.length; o += EVENT_BYTES) traces.add(b.toString('hex', o + TRACE_OFF, o + TRACE_OFF + 16));
   process.stderr.write(`store: ${events} events in ${batches.length} raw batches captured (${traces.size} traces)\n`);
   const cases: StoreCaseResult[][] = CASES.map(() => []);
   for (let r = 0; r < rounds; r++)
     CASES.forEach((c, k) => {
-      const res = storeCase(c, batches, opts.dir, secs);
+      const res = storeCase(c, batches, orig, opts.dir, secs);
       cases[k].push(res);
       process.stderr.write(
         `store (${c.name}), round ${r + 1}/${rounds}: ${res.eventsPerSec.toFixed(0)} events/s over ${res.seconds.toFixed(1)} s, ` +
@@ -224,11 +259,12 @@ export async function benchStore(opts: { bin: string; dir: string; quick?: boole
       );
     });
   const writer: StoreBench['writer'] = [];
-  for (let r = 0; r < rounds; r++) {
-    const w = await writerAtRate(batches, opts.dir, TARGET, secs);
-    writer.push(w);
-    process.stderr.write(`store: the tracer's writer fed ${w.pushed} events at ${TARGET} events/s: ${w.stored} stored, ${w.dropped} dropped, ${w.failed} failed\n`);
-  }
+  for (let r = 0; r < rounds; r++)
+    for (const c of WRITER_CASES) {
+      const w = await writerAtRate(c, batches, opts.dir, TARGET, secs);
+      writer.push(w);
+      process.stderr.write(`store: the tracer's writer fed ${w.pushed} events (${c.name}) at ${TARGET} events/s: ${w.stored} stored, ${w.dropped} dropped, ${w.failed} failed, queue peak ${w.queuePeak}\n`);
+    }
   const json: StoreBench = { capture: { events, batches: batches.length, traces: traces.size, workloads }, cases, writer };
   return { json, md: storeMarkdown(json) };
 }
@@ -259,7 +295,7 @@ export function storeMarkdown(j: StoreBench): string {
     '',
     `The tracer's path (\`TraceWriter\`: raw batches copied on the main thread, stored by its worker) fed at ${f0(TARGET)} events/s with the same events, ` +
       `in batches of ${READER_BATCH} (what the addon's reader delivers at that rate): ` +
-      j.writer.map((w) => `${f0(w.pushed)} events in ${w.seconds} s, ${f0(w.stored)} stored, ${f0(w.dropped)} dropped, ${f0(w.failed)} failed`).join('; ') +
+      j.writer.map((w) => `${w.name}: ${f0(w.pushed)} events in ${w.seconds} s, ${f0(w.stored)} stored, ${f0(w.dropped)} dropped, ${f0(w.failed)} failed, at most ${f0(w.queuePeak)} waiting (bound ${f0(STORE_QUEUE_EVENTS)})`).join('; ') +
       '.',
     '',
     `Target (issue 11): at least 1,000,000 events/s on one core with 0 drops: ${best >= TARGET && drops === 0 ? 'met' : 'NOT met'} ` +

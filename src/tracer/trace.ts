@@ -20,7 +20,7 @@ import { buildGraph, TraceGraph } from './graph';
 import { defaultDbPath, TraceStore } from './store';
 import { renderHtml } from './html';
 import { exportOtlp } from './otlp';
-import { TraceWriter } from './writer';
+import { STORE_QUEUE_EVENTS, TraceWriter } from './writer';
 
 export interface TraceOptions extends RunOptions {
   /** The trace database (default: defaultDbPath()). */
@@ -35,7 +35,7 @@ export interface TraceOptions extends RunOptions {
   host?: string;
   /** A status line on stderr while running (default: when stderr is a terminal). */
   status?: boolean;
-  /** Events waiting to be stored at most; past it batches are dropped and counted (default 131072). */
+  /** Events waiting to be stored at most; past it batches are dropped and counted (default STORE_QUEUE_EVENTS, 262144). */
   storeQueue?: number;
 }
 
@@ -137,7 +137,7 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
   if (opts.summary !== false || stats.failed || stats.dropped) process.stderr.write(
     `causeway: tracer stored ${stats.stored} events of ${traces.length} trace(s) in ${db}` +
       (stats.failed ? `; FAILED to store ${stats.failed} events, LOST (${stats.error?.message})` : '') +
-      (stats.dropped ? `; DROPPED ${stats.dropped} events, LOST (the store fell behind; its queue holds ${opts.storeQueue ?? 131072} events)` : '') +
+      (stats.dropped ? `; DROPPED ${stats.dropped} events, LOST (the store fell behind; its queue holds ${opts.storeQueue ?? STORE_QUEUE_EVENTS} events)` : '') +
       `; peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB` +
       (traces.length ? `; causeway show ${traces[0].slice(0, 12)}${traces.length > 1 ? ' (and causeway ls)' : ''}` : '') +
       '\n',

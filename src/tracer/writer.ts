@@ -13,9 +13,11 @@
  * writes bigger blobs, at less cost per event, when it is behind.
  *
  * A second worker copies the WAL into the database file (checkpoints, every
- * 10 ms once the WAL has reached 4 MB), so that the one that stores never stops for that copy and its
- * fsync: fed at 1M events/s here, the queue peaked at ~30k events with it
- * and ~120k (of 131k) without, when a 32 MB checkpoint stalled the store.
+ * 10 ms once the WAL has reached 4 MB), so that the one that stores never
+ * stops for that copy and its fsync (20-80 ms each here): fed alone at 1M
+ * events/s, the queue peaked at ~30k events with it and ~120k without.
+ * The queue's length is counted by the worker in shared memory, so that it is
+ * exact at once, not only when the worker's messages have been read.
  *
  * A blob the database refuses (a full disk, say) is counted in
  * TracerStats.failed and the worker goes on with the next; onError hears of
@@ -42,7 +44,7 @@ export interface WriterOptions {
   /** The run the batches belong to (TraceStore.beginRun) and the host they were seen on. */
   run: number;
   host: string;
-  /** Events queued for the worker at most; past it batches are dropped (default 131072: 36 MiB of raw events). */
+  /** Events queued for the worker at most; past it batches are dropped (default STORE_QUEUE_EVENTS). */
   queueEvents?: number;
   /** Events in one blob at most (default 16384). */
   blobEvents?: number;
@@ -68,6 +70,13 @@ type FromWorker = { ready: true } | { stored: number } | { failed: number; error
 
 const WORKER_KEY = 'causewayTraceWriter';
 /**
+ * The queue's bound by default: 262144 events, 72 MiB of raw events, a quarter
+ * of a second at 1M events/s. Half of it was not enough here: fed at 1M
+ * events/s on two CPUs shared with other work, the queue peaked at ~120k
+ * events when the worker was not scheduled for ~0.1 s, and batches dropped.
+ */
+export const STORE_QUEUE_EVENTS = 262144;
+/**
  * How often the checkpointer copies the WAL (ms); the WAL's size from which it
  * does (bytes: SQLite's own default, 1000 pages; below it the WAL just grows,
  * as with SQLite's defaults); and the WAL's size (pages) past which it waits
@@ -87,14 +96,16 @@ export class TraceWriter {
   private readonly exited: Promise<void>;
   private readonly checkpointerExited: Promise<void>;
   /** Events posted to the worker and not yet acknowledged. */
-  private queued = 0;
+  private posted = 0;
+  /** Events the worker is done with (stored or failed), counted by it: the queue's length is exact at once, not when its messages arrive. */
+  private readonly done = new BigInt64Array(new SharedArrayBuffer(8));
   private closing = false;
   private dead = false;
 
   constructor(private readonly opts: WriterOptions) {
-    this.limit = opts.queueEvents ?? 131072;
+    this.limit = opts.queueEvents ?? STORE_QUEUE_EVENTS;
     const settings: Settings = { role: 'append', db: opts.db, run: opts.run, host: opts.host, blobEvents: opts.blobEvents ?? 16384, deflate: opts.deflate ?? 0 };
-    this.worker = new Worker(__filename, { workerData: { [WORKER_KEY]: settings } });
+    this.worker = new Worker(__filename, { workerData: { [WORKER_KEY]: settings, done: this.done } });
     this.exited = new Promise((resolve) => this.worker.once('exit', () => resolve()));
     this.ready = new Promise((resolve) => {
       this.worker.once('message', () => resolve());
@@ -107,18 +118,16 @@ export class TraceWriter {
     this.worker.on('message', (m: FromWorker) => {
       if ('stored' in m) {
         this.stats.stored += m.stored;
-        this.queued -= m.stored;
       } else if ('failed' in m) {
         this.stats.failed += m.failed;
-        this.queued -= m.failed;
         if (m.error) this.fail(new Error(m.error));
       }
     });
     // The worker failed as a whole (it could not open the database, say): what it held is lost, and so is the rest.
     this.worker.on('error', (err) => {
       this.dead = true;
-      this.stats.failed += this.queued;
-      this.queued = 0;
+      this.stats.failed += this.queued();
+      this.posted = Number(Atomics.load(this.done, 0));
       this.fail(new Error(`the trace store's worker failed: ${err.message}`));
     });
   }
@@ -131,14 +140,19 @@ export class TraceWriter {
       this.stats.failed += n;
       return;
     }
-    if (this.closing || this.queued + n > this.limit) {
+    if (this.closing || this.queued() + n > this.limit) {
       this.stats.dropped += n;
       return;
     }
     // A copy of its own: the shim's buffer is read again after us (SDK releases, decoded events).
     const buf = new Uint8Array(batch).buffer;
     this.worker.postMessage({ buf, n, offset: clockOffset } satisfies ToWorker, [buf]);
-    this.queued += n;
+    this.posted += n;
+  }
+
+  /** Events handed to the worker that it has not stored (or failed to) yet. */
+  queued(): number {
+    return this.posted - Number(Atomics.load(this.done, 0));
   }
 
   /**
@@ -157,8 +171,8 @@ export class TraceWriter {
     const stop = setTimeout(() => void this.checkpointer.terminate(), deadlineMs);
     await this.checkpointerExited;
     clearTimeout(stop);
-    this.stats.dropped += this.queued;
-    this.queued = 0;
+    this.stats.dropped += this.queued();
+    this.posted = Number(Atomics.load(this.done, 0));
     return this.stats;
   }
 
@@ -170,7 +184,7 @@ export class TraceWriter {
 }
 
 /** The appender: its own connection to the database; stores what arrived, one blob per transaction. */
-function runAppender(s: Settings): void {
+function runAppender(s: Settings, done: BigInt64Array): void {
   const port = parentPort!;
   const store = TraceStore.open(s.db, { appender: true, checkpoints: false });
   port.postMessage({ ready: true } satisfies FromWorker);
@@ -196,6 +210,7 @@ function runAppender(s: Settings): void {
         port.postMessage({ failed: n, ...(reported ? {} : { error: (err as Error).message }) } satisfies FromWorker);
         reported = true;
       }
+      Atomics.add(done, 0, BigInt(n));
     }
     if (ending) {
       store.close();
@@ -242,5 +257,5 @@ function runCheckpointer(s: Settings): void {
 if (!isMainThread && workerData?.[WORKER_KEY]) {
   const s = workerData[WORKER_KEY] as Settings;
   if (s.role === 'checkpoint') runCheckpointer(s);
-  else runAppender(s);
+  else runAppender(s, workerData.done as BigInt64Array);
 }
