@@ -15,7 +15,8 @@
  * AsyncLocalStorage (bench/sdk.ts); memory (bench/memory.ts); the three-tier
  * application (bench/app); real servers, redis-benchmark and pgbench
  * (bench/servers.ts); the cost of formatting `-e FILE`'s lines, native
- * against TypeScript (bench/jsonl.ts).
+ * against TypeScript (bench/jsonl.ts); the trace store on one core
+ * (bench/store.ts).
  * TCP across two namespaces runs its server and its client as two processes,
  * one in each namespace, and in two runs where there are runs: the record
  * crosses between them in the TCP header option.
@@ -24,7 +25,7 @@
  *   node dist/bench/index.js [--quick] [--only SECTION[,SECTION...]] [--from-json]
  * --only measures only the sections named (micro: the request/response table,
  * or one of its rows by mode: pipe, unix, tcp, tcpns, bulk, forkexec; actors;
- * sdk; memory; app; servers, or redis or pgbench alone; jsonl) and keeps every other
+ * sdk; memory; app; servers, or redis or pgbench alone; jsonl; store) and keeps every other
  * section from the BENCHMARKS.json already there.
  */
 import fs from 'node:fs';
@@ -39,6 +40,7 @@ import type { Actor } from '../src/actor/types';
 import { benchSdk } from './sdk';
 import { trace } from '../src/tracer/trace';
 import { benchMemory } from './memory';
+import { benchStore } from './store';
 import { benchApp } from './app';
 import { benchServers, WORKLOADS, WorkloadName } from './servers';
 import { benchJsonl } from './jsonl';
@@ -270,6 +272,8 @@ interface Extras {
   servers?: { json: unknown; md: string };
   /** bench/jsonl.ts: formatting `-e FILE`'s lines, native against TypeScript. */
   jsonl?: { json: unknown; md: string };
+  /** bench/store.ts: the trace store on one core. */
+  store?: { json: unknown; md: string };
 }
 
 /** One row of the request/response table in BENCHMARKS.json; rounds, seconds and date say which invocation measured it. */
@@ -330,7 +334,7 @@ function rowsOf(j: Report): ResultRow[] {
 }
 
 const MICRO_MODES = [...new Set(BENCHES.map((b) => b.mode))];
-const SECTIONS = ['micro', ...MICRO_MODES, 'actors', 'sdk', 'memory', 'app', 'servers', ...WORKLOADS, 'jsonl'] as const;
+const SECTIONS = ['micro', ...MICRO_MODES, 'actors', 'sdk', 'memory', 'app', 'servers', ...WORKLOADS, 'jsonl', 'store'] as const;
 
 /** --only A,B (or --only A --only B): the sections to measure; null: all of them. */
 function parseOnly(argv: string[]): Set<string> | null {
@@ -424,6 +428,11 @@ async function main() {
       process.stderr.write('application: load generator -> front -> back -> Redis, four ways\n');
       const app = await benchApp({ quick });
       extras.app = { json: app.json, md: app.md };
+    }
+    if (want('store')) {
+      process.stderr.write('store: the trace store on one core, fed with raw batches of real runs\n');
+      const st = await benchStore({ bin, dir, quick });
+      extras.store = { json: st.json, md: st.md };
     }
     if (workloads.length) {
       process.stderr.write(`servers: ${workloads.join(' and ')} against real servers, separate runs and one run\n`);
@@ -592,6 +601,7 @@ function summarize(rows: ResultRow[], rounds: number, secs: number, extras: Extr
   if (extras.app) lines.push(extras.app.md, '');
   if (extras.servers) lines.push(extras.servers.md, '');
   if (extras.jsonl) lines.push(extras.jsonl.md, '');
+  if (extras.store) lines.push(extras.store.md, '');
   return { md: lines.join('\n'), json: { machine: machine(), rounds, seconds: secs, results: json, extras } };
 }
 

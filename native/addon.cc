@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "batch.h"
 #include "causeway.h"
 #include "event_reader.h"
 #include "jsonl.h"
@@ -471,6 +472,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitSdk(env, exports);
   InitJsonl(env, exports);
   InitProcess(env, exports);
+  InitBatch(env, exports);
   return exports;
 }
 

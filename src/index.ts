@@ -1,4 +1,4 @@
-/** causeway as a library: the runtime and its actor API, the shim, the record codec and events. */
+/** causeway as a library: the runtime and its actor API, the shim, the record codec and events, the trace store. */
 export { Shim, Floor, COUNTER_NAMES, DROP_COUNTERS, DEFAULT_OPT_KIND, DEFAULT_OPT_EXID } from './kernel/shim';
 export type { Counters, ShimOptions } from './kernel/shim';
 export { run, Runtime, resolveCommand, summaryLine } from './runtime/runtime';
@@ -24,6 +24,9 @@ export type { CausalRecord } from './kernel/record';
 export { decodeEvents, eventToJson, channelName } from './kernel/events';
 export { parseTrust, DEFAULT_TRUST } from './kernel/trust';
 export type { CausalEvent, Channel, EventType } from './kernel/events';
+export { TraceStore, unpackBlob, defaultDbPath, SCHEMA_VERSION, BLOB_FORMAT } from './tracer/store';
+export type { TraceSummary } from './tracer/store';
+export type { TraceEvent } from './tracer/graph';
 export { runChecks } from './doctor';
 export type { Check } from './doctor';
 export { CausewayError, NotSupportedError, PermissionError, TargetError } from './errors';

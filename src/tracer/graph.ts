@@ -10,7 +10,7 @@
  * send events whose bytes it read; the hop's latency is the time between the
  * send's publication and the read.
  */
-import type { Channel, EventType } from '../kernel/events';
+import type { CausalEvent, Channel, EventType } from '../kernel/events';
 
 /** One stored event (the JSON form of docs/events.md, with ts as bigint and the host that saw it). */
 export interface TraceEvent {
@@ -169,6 +169,30 @@ export function buildGraph(trace: string, events: TraceEvent[]): TraceGraph {
     start: sorted[0]?.ts ?? 0n,
     end: sorted[sorted.length - 1]?.ts ?? 0n,
   };
+}
+
+/** A kernel event as the tracer stores it (and reads it back), seen on host. */
+export function toTraceEvent(e: CausalEvent, host: string): TraceEvent {
+  const t: TraceEvent = {
+    id: e.record.eventId,
+    trace: e.record.traceId,
+    type: e.type,
+    ts: e.ts,
+    host,
+    pid: e.pid,
+    tid: e.tid,
+    comm: e.comm,
+    parents: e.parents,
+    channel: e.channel,
+    bytes: e.bytes,
+    priority: e.record.priority,
+  };
+  if (e.path !== undefined) t.path = e.path;
+  if (e.exitCode !== undefined) t.exitCode = e.exitCode;
+  if (e.signal !== undefined) t.signal = e.signal;
+  if (e.child) t.child = e.child;
+  if (e.minted) t.minted = true;
+  return t;
 }
 
 /** Turns a JSON event line (docs/events.md) into a TraceEvent. */

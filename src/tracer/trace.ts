@@ -1,7 +1,10 @@
 /**
- * `causeway trace`: `causeway run` with the tracer actor. Stores every event
- * in the trace database, shows a status line while it runs on a terminal,
- * and afterwards writes the HTML report and exports to OTLP if asked.
+ * `causeway trace`: `causeway run` with the tracer. Every raw batch of events
+ * goes to the trace database through a TraceWriter (a worker thread: no
+ * JavaScript object per event, nothing stored on the main thread); a status
+ * line shows while it runs on a terminal; afterwards it writes the HTML
+ * report and exports to OTLP if asked. Actors given with the run options
+ * still get decoded events, as in `causeway run`.
  *
  * Once the command has run, nothing that fails afterwards (a full database,
  * an unwritable report) takes its status away: each failure is reported,
@@ -13,11 +16,11 @@ import { run, RunOptions, RunResult } from '../runtime/runtime';
 import { DROP_COUNTERS, Shim } from '../kernel/shim';
 import { newRecord } from '../kernel/record';
 import { CausewayError } from '../errors';
-import { tracerActor, TracerStats } from './actor';
 import { buildGraph, TraceGraph } from './graph';
 import { defaultDbPath, TraceStore } from './store';
 import { renderHtml } from './html';
 import { exportOtlp } from './otlp';
+import { STORE_QUEUE_EVENTS, TraceWriter } from './writer';
 
 export interface TraceOptions extends RunOptions {
   /** The trace database (default: defaultDbPath()). */
@@ -33,6 +36,8 @@ export interface TraceOptions extends RunOptions {
   host?: string;
   /** A status line on stderr while running (default: when stderr is a terminal). */
   status?: boolean;
+  /** Events waiting to be stored at most; past it batches are dropped and counted (default STORE_QUEUE_EVENTS, 262144). */
+  storeQueue?: number;
 }
 
 export interface TraceResult extends RunResult {
@@ -40,6 +45,8 @@ export interface TraceResult extends RunResult {
   stored: number;
   /** Events the store refused (a failed transaction, e.g. a full disk): lost. */
   storeFailed: number;
+  /** Events dropped before the store took them (it fell behind and its queue was full): lost. */
+  storeDropped: number;
   db: string;
 }
 
@@ -56,7 +63,17 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
     store.close();
     throw new CausewayError(`cannot write to the trace database ${db}: ${(err as Error).message}`);
   }
-  const stats: TracerStats = { stored: 0, failed: 0 };
+  const writer = new TraceWriter({
+    db,
+    run: runId,
+    host,
+    queueEvents: opts.storeQueue,
+    onError: (err) =>
+      process.stderr.write(`causeway: storing events in ${db} failed: ${err.message}; the run goes on, the events not stored are counted\n`),
+  });
+  const stats = writer.stats;
+  // The store is open before the first event: nothing queues up while the worker starts (~80 ms).
+  await writer.ready;
   const record = opts.record ?? newRecord();
   // Sampling decides at the root: an unsampled record still propagates, and emits nothing.
   record.sampled = record.sampled && Math.random() < rate;
@@ -77,7 +94,7 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
     } catch {
       /* a database that fails is reported by the tracer */
     }
-    const lost = stats.failed ? `, ${stats.failed} NOT STORED` : '';
+    const lost = (stats.failed ? `, ${stats.failed} NOT STORED` : '') + (stats.dropped ? `, ${stats.dropped} DROPPED (store behind)` : '');
     process.stderr.write(`\r\x1b[Kcauseway trace: ${rateNow} events/s, ${stats.stored} stored${lost}, ${traces} trace(s) in the database, ${drops} dropped, ${((Date.now() - started) / 1000).toFixed(0)} s`);
   };
   let res: RunResult;
@@ -86,7 +103,10 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
       ...opts,
       record,
       sampleRate: rate,
-      actors: [tracerActor(store, runId, host, stats), ...(opts.actors ?? [])],
+      onRawEvents: (batch, clockOffset) => {
+        writer.push(batch, clockOffset);
+        opts.onRawEvents?.(batch, clockOffset);
+      },
       onStart: (ctx) => {
         shim = ctx.shim;
         if (statusOn) timer = setInterval(status, 1000);
@@ -98,6 +118,8 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
       clearInterval(timer);
       process.stderr.write('\r\x1b[K');
     }
+    // Every batch has been handed over (the shim is closed): the writer stores what it holds, then stops.
+    await writer.close();
   }
   // From here on the command's status is known: failures are reported, never thrown.
   const failed = (what: string, err: unknown) => process.stderr.write(`causeway: ${what} failed: ${(err as Error).message}\n`);
@@ -113,9 +135,10 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
     failed(`reading this run's traces from ${db}`, err);
   }
   const graphs = (): TraceGraph[] => traces.map((t) => buildGraph(t, store.events(t)));
-  if (opts.summary !== false || stats.failed) process.stderr.write(
+  if (opts.summary !== false || stats.failed || stats.dropped) process.stderr.write(
     `causeway: tracer stored ${stats.stored} events of ${traces.length} trace(s) in ${db}` +
       (stats.failed ? `; FAILED to store ${stats.failed} events, LOST (${stats.error?.message})` : '') +
+      (stats.dropped ? `; DROPPED ${stats.dropped} events, LOST (the store fell behind; its queue holds ${opts.storeQueue ?? STORE_QUEUE_EVENTS} events)` : '') +
       `; peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB` +
       (traces.length ? `; causeway show ${traces[0].slice(0, 12)}${traces.length > 1 ? ' (and causeway ls)' : ''}` : '') +
       '\n',
@@ -141,5 +164,5 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
   } catch (err) {
     failed(`closing ${db}`, err);
   }
-  return { ...res, traces, stored: stats.stored, storeFailed: stats.failed, db };
+  return { ...res, traces, stored: stats.stored, storeFailed: stats.failed, storeDropped: stats.dropped, db };
 }
