@@ -92,25 +92,41 @@ function traceIds(batches: Buffer[]): Buffer {
   return Buffer.concat(ids);
 }
 
+/** The per-pass tag xored into the first 4 bytes of a captured trace id, by batch: what it holds now. */
+const applied = new WeakMap<Buffer, number>();
+
 /**
  * Gives every event of batch b (whose first event is event number first of
- * the capture) its trace for a pass: the captured one, made new for the pass
- * (perTrace 0: as many traces as captured), or one per perTrace events.
+ * the capture) its trace for a pass: the captured one made new for the pass
+ * (perTrace 0: as many traces as captured; its first 4 bytes xor a per-pass
+ * tag, the next 4 the pass), or one per perTrace events. Cheap enough to run
+ * a batch at a time between pushes.
  */
-function retrace(b: Buffer, first: number, orig: Buffer, pass: number, perTrace: number, salt: number): void {
+function retrace(b: Buffer, first: number, pass: number, perTrace: number, salt: number): void {
   const tag = (salt ^ Math.imul(pass + 1, 0x9e3779b1)) >>> 0;
-  for (let o = 0, i = first; o < b.length; o += EVENT_BYTES, i++) {
-    const at = o + TRACE_OFF;
-    if (perTrace === 0) {
-      orig.copy(b, at, 16 * i, 16 * i + 16);
-      b.writeUInt32LE((b.readUInt32LE(at) ^ tag) >>> 0, at);
+  if (perTrace === 0) {
+    const flip = ((applied.get(b) ?? 0) ^ tag) >>> 0;
+    applied.set(b, tag);
+    for (let at = TRACE_OFF; at < b.length; at += EVENT_BYTES) {
+      b.writeUInt32LE((b.readUInt32LE(at) ^ flip) >>> 0, at);
       b.writeUInt32LE(pass, at + 4);
-    } else {
-      b.writeUInt32LE(tag, at);
-      b.writeUInt32LE(pass, at + 4);
-      b.writeUInt32LE(salt, at + 8);
-      b.writeUInt32LE(Math.floor(i / perTrace) + 1, at + 12);
     }
+    return;
+  }
+  for (let at = TRACE_OFF, i = first; at < b.length; at += EVENT_BYTES, i++) {
+    b.writeUInt32LE(tag, at);
+    b.writeUInt32LE(pass, at + 4);
+    b.writeUInt32LE(salt, at + 8);
+    b.writeUInt32LE(Math.floor(i / perTrace) + 1, at + 12);
+  }
+}
+
+/** Puts the captured trace ids back (before a measurement, not timed). */
+function restore(batches: Buffer[], orig: Buffer): void {
+  let i = 0;
+  for (const b of batches) {
+    applied.delete(b);
+    for (let o = 0; o < b.length; o += EVENT_BYTES, i++) orig.copy(b, o + TRACE_OFF, 16 * i, 16 * i + 16);
   }
 }
 
@@ -158,11 +174,12 @@ function storeCase(c: Case, batches: Buffer[], orig: Buffer, dir: string, secs: 
   const gs = groups(batches);
   const salt = crypto.randomBytes(4).readUInt32LE(0);
   let [events, blobBytes, wall, cpu] = [0, 0, 0n, 0];
+  restore(batches, orig);
   const starts = firsts(batches);
   const first = new Map(batches.map((b, k) => [b, starts[k]]));
   for (let pass = 0; Number(wall) < secs * 1e9; pass++) {
     for (const g of gs) {
-      for (const b of g) retrace(b, first.get(b)!, orig, pass, c.perTrace, salt); // not timed
+      for (const b of g) retrace(b, first.get(b)!, pass, c.perTrace, salt); // not timed
       const c0 = process.cpuUsage();
       const t0 = process.hrtime.bigint();
       const r = store.appendRaw(g, 0n, runId, 'bench');
@@ -203,9 +220,9 @@ function storeCase(c: Case, batches: Buffer[], orig: Buffer, dir: string, secs: 
  * native/event_reader.cc), so the captured ones are joined into batches of
  * 2048 events.
  */
-async function writerAtRate(c: Case, captured: Buffer[], dir: string, rate: number, secs: number) {
+async function writerAtRate(c: Case, captured: Buffer[], orig: Buffer, dir: string, rate: number, secs: number) {
+  restore(captured, orig);
   const batches = groups(captured, READER_BATCH).map((g) => Buffer.concat(g));
-  const orig = traceIds(batches);
   const db = path.join(dir, 'store-writer.db');
   removeDb(db);
   settle();
@@ -226,7 +243,7 @@ async function writerAtRate(c: Case, captured: Buffer[], dir: string, rate: numb
     while (pushed < elapsed * rate) {
       if (i === batches.length) [i, pass] = [0, pass + 1];
       const b = batches[i];
-      retrace(b, first[i++], orig, pass, c.perTrace, salt); // a batch at a time: no long pause of this thread
+      retrace(b, first[i++], pass, c.perTrace, salt); // a batch at a time: no long pause of this thread
       writer.push(b, 0n);
       pushed += b.length / EVENT_BYTES;
       peak = Math.max(peak, writer.queued());
@@ -261,7 +278,7 @@ export async function benchStore(opts: { bin: string; dir: string; quick?: boole
   const writer: StoreBench['writer'] = [];
   for (let r = 0; r < rounds; r++)
     for (const c of WRITER_CASES) {
-      const w = await writerAtRate(c, batches, opts.dir, TARGET, secs);
+      const w = await writerAtRate(c, batches, orig, opts.dir, TARGET, secs);
       writer.push(w);
       process.stderr.write(`store: the tracer's writer fed ${w.pushed} events (${c.name}) at ${TARGET} events/s: ${w.stored} stored, ${w.dropped} dropped, ${w.failed} failed, queue peak ${w.queuePeak}\n`);
     }
@@ -293,10 +310,13 @@ export function storeMarkdown(j: StoreBench): string {
     '|---|---|---|---|---|---|---|---|',
     ...rows,
     '',
-    `The tracer's path (\`TraceWriter\`: raw batches copied on the main thread, stored by its worker) fed at ${f0(TARGET)} events/s with the same events, ` +
-      `in batches of ${READER_BATCH} (what the addon's reader delivers at that rate): ` +
-      j.writer.map((w) => `${w.name}: ${f0(w.pushed)} events in ${w.seconds} s, ${f0(w.stored)} stored, ${f0(w.dropped)} dropped, ${f0(w.failed)} failed, at most ${f0(w.queuePeak)} waiting (bound ${f0(STORE_QUEUE_EVENTS)})`).join('; ') +
-      '.',
+    `The tracer's path (\`TraceWriter\`: raw batches copied on the main thread, packed and stored by its worker, WAL checkpoints by a second worker) ` +
+      `fed at ${f0(TARGET)} events/s for ${j.writer[0]?.seconds ?? 0} s with the same events, in batches of ${READER_BATCH} (what the addon's reader delivers at that rate), ` +
+      `queue bound ${f0(STORE_QUEUE_EVENTS)} events, one line per run:`,
+    '',
+    '| fed with | events | stored | dropped | failed | most waiting at once |',
+    '|---|---|---|---|---|---|',
+    ...j.writer.map((w) => `| ${w.name} | ${f0(w.pushed)} | ${f0(w.stored)} | ${f0(w.dropped)} | ${f0(w.failed)} | ${f0(w.queuePeak)} |`),
     '',
     `Target (issue 11): at least 1,000,000 events/s on one core with 0 drops: ${best >= TARGET && drops === 0 ? 'met' : 'NOT met'} ` +
       `(slowest case ${f0(best)} events/s; ${drops} dropped or failed). The version 1 store (a row per event) took about 73,000 events/s, 11 µs of CPU per event.`,

@@ -355,11 +355,11 @@ void GetChan(Reader &r, Napi::Env env, ChanKey *c) {
 }
 
 // pack(batches: Buffer[], clockOffset: bigint, level: number)
-//   -> { blob: Buffer, traces: Buffer, ids: Buffer, pids: Buffer }
+//   -> { blob: Buffer, traces: Buffer, pids: Buffer }
 // traces: per trace of the blob, in order of first appearance, 40 bytes:
 // id[16], first and last ts (i64, epoch ns), events (u32), processes (u32);
-// ids: the trace ids alone (16 bytes each), in the same order; pids: the processes' pids (u32), trace after trace. Level 0 stores the body
-// as is; 1-9 deflates it.
+// pids: the processes' pids (u32), trace after trace. Level 0 stores the
+// body as is; 1-9 deflates it.
 Napi::Value Pack(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (!info[0].IsArray()) throw Napi::TypeError::New(env, "pack takes an array of raw batches");
@@ -557,12 +557,9 @@ Napi::Value Pack(const Napi::CallbackInfo &info) {
     memcpy(e + 32, &pk.stats[i].count, 4);
     memcpy(e + 36, &npids[i], 4);
   }
-  Napi::Buffer<uint8_t> ids = Napi::Buffer<uint8_t>::New(env, ntraces * 16);
-  for (size_t i = 0; i < ntraces; i++) memcpy(ids.Data() + 16 * i, pk.traces.keys[i].id, 16);
   Napi::Object o = Napi::Object::New(env);
   o.Set("blob", Napi::Buffer<uint8_t>::Copy(env, out.data(), len));
   o.Set("traces", traces);
-  o.Set("ids", ids);
   o.Set("pids", pids);
   return o;
 }

@@ -61,11 +61,10 @@ export interface NativeAddon {
    * Packs raw batches (whole struct cw_event) into one event blob of the trace
    * store (docs/tracer.md); level 1-9 deflates its body, 0 does not. traces:
    * 40 bytes per trace of the blob, in order of first appearance (id[16],
-   * first and last ts as i64 epoch ns, events u32, processes u32); ids: the
-   * trace ids alone, 16 bytes each, in that order; pids: the processes' pids
-   * (u32), trace after trace.
+   * first and last ts as i64 epoch ns, events u32, processes u32); pids: the
+   * processes' pids (u32), trace after trace.
    */
-  packEvents(batches: Buffer[], clockOffset: bigint, level: number): { blob: Buffer; traces: Buffer; ids: Buffer; pids: Buffer };
+  packEvents(batches: Buffer[], clockOffset: bigint, level: number): { blob: Buffer; traces: Buffer; pids: Buffer };
   /**
    * A blob's events (only those of trace, a 16-byte id, if given) as whole
    * struct cw_event, zeroed except the fields the blob stores; total counts
