@@ -225,15 +225,17 @@ function hexId(id: string): string {
  */
 function checkTraces(db: string, r: SystemResult, sample: number): Connectivity {
   const ids = sample > 0 && r.traces.length > sample ? pick(r.traces, sample) : r.traces;
+  const store = TraceStore.open(db, { readonly: true });
+  // Event ids that a redis-server event names as a parent, in any trace.
+  const joined = new Set<string>();
   const raw = new Database(db, { readonly: true });
-  const joined = new Set<string>(); // event ids that a redis-server event names as a parent
+  let all: string[];
   try {
-    for (const row of raw.prepare('SELECT parents FROM events WHERE pid = ?').iterate(r.pids.redis) as Iterable<{ parents: string }>)
-      for (const p of JSON.parse(row.parents) as string[]) joined.add(p);
+    all = raw.prepare('SELECT id FROM traces').pluck().all() as string[];
   } finally {
     raw.close();
   }
-  const store = TraceStore.open(db, { readonly: true });
+  for (const id of all) for (const e of store.events(id)) if (e.pid === r.pids.redis) for (const p of e.parents) joined.add(p);
   const c: Connectivity = { checked: 0, allTiers: 0, front: 0, back: 0, store: 0, roundTrip: 0, storeLinked: 0 };
   try {
     for (const id of ids) {
