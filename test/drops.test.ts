@@ -10,8 +10,8 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { execFileSync, spawn } from 'node:child_process';
-import { bpfUnavailable, tmpdir, waitFor } from './helpers';
+import { execFileSync } from 'node:child_process';
+import { bpfUnavailable, runCommand as plain, tmpdir, waitFor } from './helpers';
 import { makeHosts, subnet, type Host } from './netns';
 import { run, RunOptions } from '../src/runtime/runtime';
 import { newTraceId } from '../src/kernel/record';
@@ -152,19 +152,6 @@ t.test('channelMapFull: each read or write on a pipe that found no room in the t
 /** The run of `ip netns exec NS ARGS...`. */
 function inNs(ns: string, args: string[], opts: Partial<RunOptions> = {}) {
   return traced({ command: 'ip', args: ['netns', 'exec', ns, ...args], ...opts });
-}
-
-/** Runs an untraced command to completion. */
-function plain(cmd: string, args: string[]) {
-  return new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d) => (stdout += d));
-    c.stderr.on('data', (d) => (stderr += d));
-    c.on('error', reject);
-    c.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
 }
 
 /** TCP-MD5 conversations in host h: the server in one run, the client in another (the record crosses only in the option). */

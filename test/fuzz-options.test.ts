@@ -13,8 +13,8 @@
 import t, { Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { execFileSync, spawn } from 'node:child_process';
-import { bpfUnavailable, tmpdir, waitFor } from './helpers';
+import { execFileSync } from 'node:child_process';
+import { bpfUnavailable, runCommand as plain, tmpdir, waitFor } from './helpers';
 import { makeHosts, subnet } from './netns';
 import { run } from '../src/runtime/runtime';
 import type { CausalEvent } from '../src/kernel/events';
@@ -65,19 +65,6 @@ function kernelCounters(ns: string): Record<string, number> {
     i++;
   }
   return out;
-}
-
-/** Runs an untraced command to completion. */
-function plain(cmd: string, args: string[]) {
-  return new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d) => (stdout += d));
-    c.stderr.on('data', (d) => (stderr += d));
-    c.on('error', reject);
-    c.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
 }
 
 /** The shim's counters this test accounts for: every way an option of ours can go. */

@@ -25,10 +25,10 @@ export interface Result {
   stderr: string;
 }
 
-/** Runs `causeway ARGS` to completion. */
-export function causeway(args: string[], opts: SpawnOptions & { input?: string } = {}): Promise<Result> {
+/** Runs a command to completion, its output collected. */
+export function runCommand(cmd: string, args: string[], opts: SpawnOptions & { input?: string } = {}): Promise<Result> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'], ...opts });
+    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], ...opts });
     let stdout = '';
     let stderr = '';
     child.stdout!.on('data', (d) => (stdout += d));
@@ -37,6 +37,11 @@ export function causeway(args: string[], opts: SpawnOptions & { input?: string }
     child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr }));
     child.stdin!.end(opts.input ?? '');
   });
+}
+
+/** Runs `causeway ARGS` to completion. */
+export function causeway(args: string[], opts: SpawnOptions & { input?: string } = {}): Promise<Result> {
+  return runCommand(process.execPath, [BIN, ...args], opts);
 }
 
 /** A temporary directory removed at the end of the test. */
