@@ -539,7 +539,8 @@ function summarize(samples: Sample[], rounds: number, secs: number, conc: number
     '',
     '### Against the targets',
     '',
-    `- causeway run loses ${fmt(lr)} of throughput (target < 2%): ${lr < 0.02 ? 'met' : 'NOT met'}.`,
+    `- causeway run loses ${fmt(lr)} of throughput (its slowest run ${fmt(1 - Math.min(...of('run').map((s) => s.rps)) / base)}; target < 2%): ` +
+      `${1 - Math.min(...of('run').map((s) => s.rps)) / base < 0.02 ? 'met' : lr >= 0.02 ? 'NOT met' : 'not resolvable here'}.`,
     `- causeway trace loses ${fmt(lt)} (target < 5%): ${lt < 0.05 ? 'met' : 'NOT met'}.`,
     `- causeway trace costs ${fmt(lt)} against the OpenTelemetry SDK's ${fmt(lo)}; target under a quarter of it (< ${fmt(lo / 4)}): ${lt < lo / 4 ? 'met' : 'NOT met'}.`,
     `- Events to a file lose ${fmt(loss('events'))}; the trace at --sample ${SAMPLE_RATE} loses ${fmt(loss('trace-sampled'))}, against ` +
