@@ -296,7 +296,6 @@ export function storeMarkdown(j: StoreBench): string {
     const m = (k: keyof StoreCaseResult) => median(rs.map((r) => r[k] as number));
     return `| ${rs[0].name} | ${f0(m('eventsPerSec'))}${spread(rs.map((r) => r.eventsPerSec))} | ${f0(m('cpuNsPerEvent'))} | ${f0(m('packNsPerEvent'))} | ${f0(m('sqlNsPerEvent'))} | ${m('diskBytesPerEvent').toFixed(1)} | ${m('blobBytesPerEvent').toFixed(1)} | ${f0(m('traces'))} |`;
   });
-  const best = Math.min(...j.cases.map((rs) => median(rs.map((r) => r.eventsPerSec))));
   const drops = j.writer.reduce((n, w) => n + w.dropped + w.failed, 0);
   const secs = j.cases[0]?.[0] ? median(j.cases[0].map((r) => r.seconds)) : 0;
   return [
@@ -320,8 +319,15 @@ export function storeMarkdown(j: StoreBench): string {
     '|---|---|---|---|---|---|',
     ...j.writer.map((w) => `| ${w.name} | ${f0(w.pushed)} | ${f0(w.stored)} | ${f0(w.dropped)} | ${f0(w.failed)} | ${f0(w.queuePeak)} events, ${(w.queuePeakBytes / 1048576).toFixed(1)} MiB |`),
     '',
-    `Target (issue 11): at least 1,000,000 events/s on one core with 0 drops: ${best >= TARGET && drops === 0 ? 'met' : 'NOT met'} ` +
-      `(slowest case ${f0(best)} events/s; ${drops} dropped or failed). The version 1 store (a row per event) took about 73,000 events/s, 11 µs of CPU per event.`,
+    `Target (issue 11): at least 1,000,000 events/s on one core, with 0 drops. ` +
+      j.cases.map((rs) => {
+        const m = median(rs.map((r) => r.eventsPerSec));
+        return `${rs[0].name}: ${m >= TARGET ? 'met' : 'NOT met'} (${f0(m)} events/s)`;
+      }).join('; ') +
+      `; drops on the tracer's path at ${f0(TARGET)} events/s: ${drops === 0 ? 'none' : f0(drops)}. ` +
+      'What short traces cost is one insert per new trace at a random place of one B-tree (~12 µs here: SQLite writes the page it touches), ' +
+      'which packing more events per transaction hardly amortizes (4 blobs per transaction: -8%). ' +
+      'The version 1 store (a row per event) took about 73,000 events/s, 11 µs of CPU per event.',
     '',
   ].join('\n');
 }
