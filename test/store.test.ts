@@ -373,7 +373,7 @@ t.test('a long trace: its list of batches moves out of its row, and reads back w
   store.close();
 });
 
-t.test("the writer's queue is bounded: what does not fit is dropped and counted, the rest stored", { skip: skip ?? false }, async (t) => {
+t.test("the writer's queue is bounded: while the database is busy, what does not fit is dropped and counted, the rest stored", { skip: skip ?? false }, async (t) => {
   const db = path.join(tmpdir(t), 'queue.db');
   const batch = (await someEvents(1000)).subarray(0, 1000 * EVENT_BYTES);
   const store = TraceStore.open(db);
@@ -384,11 +384,16 @@ t.test("the writer's queue is bounded: what does not fit is dropped and counted,
   const size = packed.blob.length + packed.traces.length + packed.pids.length;
   const writer = new TraceWriter({ db, run: runId, host: 'h', queueBytes: Math.floor(3.5 * size), onError: (e) => errors.push(e) });
   await writer.ready;
-  // Ten batches at once, before the worker can take any: three fit.
+  // Another connection holds the database (as another causeway may): the worker can store nothing meanwhile.
+  const other = new Database(db);
+  other.prepare('BEGIN IMMEDIATE').run();
   for (let i = 0; i < 10; i++) writer.push(batch, OFFSET);
   t.equal(writer.stats.dropped, 7000, 'past the bound, batches are dropped whole and counted at once');
+  t.same(writer.queued(), { events: 3000, bytes: 3 * size }, 'three wait');
+  other.prepare('COMMIT').run();
+  other.close();
   const stats = await writer.close();
-  t.same({ stored: stats.stored, failed: stats.failed, dropped: stats.dropped }, { stored: 3000, failed: 0, dropped: 7000 }, 'the rest is stored');
+  t.same({ stored: stats.stored, failed: stats.failed, dropped: stats.dropped }, { stored: 3000, failed: 0, dropped: 7000 }, 'once the database is free, they are stored');
   t.equal(store.count().events, 3000, 'and is in the database');
   t.same(errors, [], 'no error');
   store.close();
