@@ -325,7 +325,7 @@ export function storeMarkdown(j: StoreBench): string {
         return `${rs[0].name}: ${m >= TARGET ? 'met' : 'NOT met'} (${f0(m)} events/s)`;
       }).join('; ') +
       `; drops on the tracer's path at ${f0(TARGET)} events/s: ${drops === 0 ? 'none' : f0(drops)}. ` +
-      'What short traces cost is one insert per new trace at a random place of one B-tree (~12 µs here: SQLite writes the page it touches), ' +
+      'What short traces cost is one insert per new trace at a random place of one B-tree (~11 µs here: SQLite writes the page it touches), ' +
       'which packing more events per transaction hardly amortizes (4 blobs per transaction: -8%). ' +
       'The version 1 store (a row per event) took about 73,000 events/s, 11 µs of CPU per event.',
     '',
