@@ -40,7 +40,7 @@ import type { Actor } from '../src/actor/types';
 import { benchSdk } from './sdk';
 import { trace } from '../src/tracer/trace';
 import { benchMemory } from './memory';
-import { benchStore } from './store';
+import { benchStore, storeMarkdown, StoreBench } from './store';
 import { benchApp } from './app';
 import { benchServers, WORKLOADS, WorkloadName } from './servers';
 import { benchJsonl } from './jsonl';
@@ -610,7 +610,8 @@ function summarize(rows: ResultRow[], rounds: number, secs: number, extras: Extr
   if (extras.app) lines.push(extras.app.md, '');
   if (extras.servers) lines.push(extras.servers.md, '');
   if (extras.jsonl) lines.push(extras.jsonl.md, '');
-  if (extras.store) lines.push(extras.store.md, '');
+  // Rendered again from its figures, so that --from-json follows changes to the text.
+  if (extras.store) lines.push(storeMarkdown(extras.store.json as StoreBench), '');
   return { md: lines.join('\n'), json: { machine: machine(), rounds, seconds: secs, results: json, extras } };
 }
 

@@ -19,7 +19,7 @@ import { run } from '../src/runtime/runtime';
 import { newRecord } from '../src/kernel/record';
 import { EVENT_BYTES } from '../src/kernel/events';
 import { TraceStore } from '../src/tracer/store';
-import { STORE_QUEUE_EVENTS, TraceWriter } from '../src/tracer/writer';
+import { STORE_QUEUE_BYTES, TraceWriter } from '../src/tracer/writer';
 import { median } from './common';
 
 /** Offset of the trace id in struct cw_event (rec at 80, trace_id at 8 in it). */
@@ -61,8 +61,8 @@ export interface StoreCaseResult {
 export interface StoreBench {
   capture: { events: number; batches: number; traces: number; workloads: string[] };
   cases: StoreCaseResult[][];
-  /** queuePeak: the most events waiting for the worker at once (the bound is STORE_QUEUE_EVENTS). */
-  writer: { name: string; rate: number; seconds: number; pushed: number; stored: number; dropped: number; failed: number; queuePeak: number }[];
+  /** queuePeak: the most events waiting for the worker at once; queuePeakBytes: their packed bytes (the bound is STORE_QUEUE_BYTES). */
+  writer: { name: string; rate: number; seconds: number; pushed: number; stored: number; dropped: number; failed: number; queuePeak: number; queuePeakBytes: number }[];
 }
 
 /** Raw batches of real runs, as the shim delivered them. */
@@ -235,7 +235,7 @@ async function writerAtRate(c: Case, captured: Buffer[], orig: Buffer, dir: stri
   const salt = crypto.randomBytes(4).readUInt32LE(0);
   const first = firsts(batches);
   const start = process.hrtime.bigint();
-  let [pushed, i, pass, peak] = [0, 0, 0, 0];
+  let [pushed, i, pass, peak, peakBytes] = [0, 0, 0, 0, 0];
   for (;;) {
     const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
     if (elapsed >= secs) break;
@@ -246,14 +246,16 @@ async function writerAtRate(c: Case, captured: Buffer[], orig: Buffer, dir: stri
       retrace(b, first[i++], pass, c.perTrace, salt); // a batch at a time: no long pause of this thread
       writer.push(b, 0n);
       pushed += b.length / EVENT_BYTES;
-      peak = Math.max(peak, writer.queued());
+      const q = writer.queued();
+      peak = Math.max(peak, q.events);
+      peakBytes = Math.max(peakBytes, q.bytes);
     }
     await new Promise((r) => setTimeout(r, 2));
   }
   const stats = await writer.close();
   removeDb(db);
   if (error) throw error;
-  return { name: c.name, rate, seconds: secs, pushed, stored: stats.stored, dropped: stats.dropped, failed: stats.failed, queuePeak: peak };
+  return { name: c.name, rate, seconds: secs, pushed, stored: stats.stored, dropped: stats.dropped, failed: stats.failed, queuePeak: peak, queuePeakBytes: peakBytes };
 }
 
 export async function benchStore(opts: { bin: string; dir: string; quick?: boolean }): Promise<{ json: StoreBench; md: string }> {
@@ -280,7 +282,7 @@ export async function benchStore(opts: { bin: string; dir: string; quick?: boole
     for (const c of WRITER_CASES) {
       const w = await writerAtRate(c, batches, orig, opts.dir, TARGET, secs);
       writer.push(w);
-      process.stderr.write(`store: the tracer's writer fed ${w.pushed} events (${c.name}) at ${TARGET} events/s: ${w.stored} stored, ${w.dropped} dropped, ${w.failed} failed, queue peak ${w.queuePeak}\n`);
+      process.stderr.write(`store: the tracer's writer fed ${w.pushed} events (${c.name}) at ${TARGET} events/s: ${w.stored} stored, ${w.dropped} dropped, ${w.failed} failed, queue peak ${w.queuePeak} events (${(w.queuePeakBytes / 1048576).toFixed(1)} MiB)\n`);
     }
   const json: StoreBench = { capture: { events, batches: batches.length, traces: traces.size, workloads }, cases, writer };
   return { json, md: storeMarkdown(json) };
@@ -294,7 +296,6 @@ export function storeMarkdown(j: StoreBench): string {
     const m = (k: keyof StoreCaseResult) => median(rs.map((r) => r[k] as number));
     return `| ${rs[0].name} | ${f0(m('eventsPerSec'))}${spread(rs.map((r) => r.eventsPerSec))} | ${f0(m('cpuNsPerEvent'))} | ${f0(m('packNsPerEvent'))} | ${f0(m('sqlNsPerEvent'))} | ${m('diskBytesPerEvent').toFixed(1)} | ${m('blobBytesPerEvent').toFixed(1)} | ${f0(m('traces'))} |`;
   });
-  const best = Math.min(...j.cases.map((rs) => median(rs.map((r) => r.eventsPerSec))));
   const drops = j.writer.reduce((n, w) => n + w.dropped + w.failed, 0);
   const secs = j.cases[0]?.[0] ? median(j.cases[0].map((r) => r.seconds)) : 0;
   return [
@@ -310,16 +311,23 @@ export function storeMarkdown(j: StoreBench): string {
     '|---|---|---|---|---|---|---|---|',
     ...rows,
     '',
-    `The tracer's path (\`TraceWriter\`: raw batches copied on the main thread, packed and stored by its worker, WAL checkpoints by a second worker) ` +
+    `The tracer's path (\`TraceWriter\`: raw batches packed on the main thread, stored by its worker, WAL checkpoints by a second worker) ` +
       `fed at ${f0(TARGET)} events/s for ${j.writer[0]?.seconds ?? 0} s with the same events, in batches of ${READER_BATCH} (what the addon's reader delivers at that rate), ` +
-      `queue bound ${f0(STORE_QUEUE_EVENTS)} events, one line per run:`,
+      `queue bound ${f0(STORE_QUEUE_BYTES / 1048576)} MiB of packed events, one line per run:`,
     '',
     '| fed with | events | stored | dropped | failed | most waiting at once |',
     '|---|---|---|---|---|---|',
-    ...j.writer.map((w) => `| ${w.name} | ${f0(w.pushed)} | ${f0(w.stored)} | ${f0(w.dropped)} | ${f0(w.failed)} | ${f0(w.queuePeak)} |`),
+    ...j.writer.map((w) => `| ${w.name} | ${f0(w.pushed)} | ${f0(w.stored)} | ${f0(w.dropped)} | ${f0(w.failed)} | ${f0(w.queuePeak)} events, ${(w.queuePeakBytes / 1048576).toFixed(1)} MiB |`),
     '',
-    `Target (issue 11): at least 1,000,000 events/s on one core with 0 drops: ${best >= TARGET && drops === 0 ? 'met' : 'NOT met'} ` +
-      `(slowest case ${f0(best)} events/s; ${drops} dropped or failed). The version 1 store (a row per event) took about 73,000 events/s, 11 µs of CPU per event.`,
+    `Target (issue 11): at least 1,000,000 events/s on one core, with 0 drops. ` +
+      j.cases.map((rs) => {
+        const m = median(rs.map((r) => r.eventsPerSec));
+        return `${rs[0].name}: ${m >= TARGET ? 'met' : 'NOT met'} (${f0(m)} events/s)`;
+      }).join('; ') +
+      `; drops on the tracer's path at ${f0(TARGET)} events/s: ${drops === 0 ? 'none' : f0(drops)}. ` +
+      'What short traces cost is one insert per new trace at a random place of one B-tree (~11 µs here: SQLite writes the page it touches), ' +
+      'which packing more events per transaction hardly amortizes (4 blobs per transaction: -8%). ' +
+      'The version 1 store (a row per event) took about 73,000 events/s, 11 µs of CPU per event.',
     '',
   ].join('\n');
 }

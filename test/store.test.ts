@@ -18,7 +18,7 @@ import { native } from '../src/kernel/native';
 import { CausalEvent, decodeEvents, EVENT_BYTES } from '../src/kernel/events';
 import { newRecord, newTraceId } from '../src/kernel/record';
 import { toTraceEvent, TraceEvent } from '../src/tracer/graph';
-import { BLOB_FORMAT, TraceStore, unpackBlob } from '../src/tracer/store';
+import { BLOB_FORMAT, packRaw, TraceStore, unpackBlob } from '../src/tracer/store';
 import { TraceWriter } from '../src/tracer/writer';
 
 const skip = bpfUnavailable();
@@ -373,18 +373,27 @@ t.test('a long trace: its list of batches moves out of its row, and reads back w
   store.close();
 });
 
-t.test("the writer's queue is bounded: what does not fit is dropped and counted, the rest stored", { skip: skip ?? false }, async (t) => {
+t.test("the writer's queue is bounded: while the database is busy, what does not fit is dropped and counted, the rest stored", { skip: skip ?? false }, async (t) => {
   const db = path.join(tmpdir(t), 'queue.db');
   const batch = (await someEvents(1000)).subarray(0, 1000 * EVENT_BYTES);
   const store = TraceStore.open(db);
   const runId = store.beginRun('queue', 'h');
   const errors: Error[] = [];
-  const writer = new TraceWriter({ db, run: runId, host: 'h', queueEvents: 3500, onError: (e) => errors.push(e) });
-  // Ten batches at once, before the worker can take any: three fit.
+  // Room for three batches and a half, packed.
+  const packed = packRaw([batch], OFFSET);
+  const size = packed.blob.length + packed.traces.length + packed.pids.length;
+  const writer = new TraceWriter({ db, run: runId, host: 'h', queueBytes: Math.floor(3.5 * size), onError: (e) => errors.push(e) });
+  await writer.ready;
+  // Another connection holds the database (as another causeway may): the worker can store nothing meanwhile.
+  const other = new Database(db);
+  other.prepare('BEGIN IMMEDIATE').run();
   for (let i = 0; i < 10; i++) writer.push(batch, OFFSET);
   t.equal(writer.stats.dropped, 7000, 'past the bound, batches are dropped whole and counted at once');
+  t.same(writer.queued(), { events: 3000, bytes: 3 * size }, 'three wait');
+  other.prepare('COMMIT').run();
+  other.close();
   const stats = await writer.close();
-  t.same({ stored: stats.stored, failed: stats.failed, dropped: stats.dropped }, { stored: 3000, failed: 0, dropped: 7000 }, 'the rest is stored');
+  t.same({ stored: stats.stored, failed: stats.failed, dropped: stats.dropped }, { stored: 3000, failed: 0, dropped: 7000 }, 'once the database is free, they are stored');
   t.equal(store.count().events, 3000, 'and is in the database');
   t.same(errors, [], 'no error');
   store.close();
@@ -393,9 +402,9 @@ t.test("the writer's queue is bounded: what does not fit is dropped and counted,
 t.test("a trace whose store falls behind names its drops and still stores what it took", { skip: skip ?? false }, async (t) => {
   const { trace } = await import('../src/tracer/trace');
   const db = path.join(tmpdir(t), 'behind.db');
-  // A queue of one event: every batch of more is dropped.
-  const res = await trace({ command: 'sh', args: ['-c', 'seq 1 20000 | gzip -1 | gunzip | wc -l >/dev/null'], db, storeQueue: 1, summary: false, status: false });
+  // A queue of one byte: every batch is dropped.
+  const res = await trace({ command: 'sh', args: ['-c', 'seq 1 20000 | gzip -1 | gunzip | wc -l >/dev/null'], db, storeQueueBytes: 1, summary: false, status: false });
   t.equal(res.status, 0);
-  t.ok(res.storeDropped > 0, `${res.storeDropped} events dropped`);
+  t.ok(res.storeDropped > 0 && res.storeDropped === res.events, `every event dropped (${res.storeDropped})`);
   t.equal(res.stored + res.storeDropped + res.storeFailed, res.events, 'stored + dropped + failed = every event of the run');
 });

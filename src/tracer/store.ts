@@ -58,14 +58,32 @@ export interface TraceSummary {
   command: string;
 }
 
-/** What appendRaw stored: events, traces and the blob's size. */
+/** Raw batches packed into one event blob with its directory (native/batch.cc): what appendPacked stores. */
+export interface Packed {
+  blob: Buffer;
+  /** 40 bytes per trace of the blob: id, first and last time (i64), events, processes (u32). */
+  traces: Buffer;
+  /** The processes' pids (u32), trace after trace. */
+  pids: Buffer;
+  events: number;
+}
+
+/** Packs raw batches (whole struct cw_event) into one blob; native code, on the calling thread. deflate: zlib level, 0 (none) to 9. */
+export function packRaw(batches: Buffer[], clockOffset: bigint, deflate = 0): Packed {
+  const { blob, traces, pids } = native().packEvents(batches, clockOffset, deflate);
+  let events = 0;
+  for (let o = 0; o < traces.length; o += 40) events += traces.readUInt32LE(o + 32);
+  return { blob, traces, pids, events };
+}
+
+/** What appendRaw or appendPacked stored: events, traces and the blobs' size. */
 export interface Appended {
   events: number;
   traces: number;
   bytes: number;
 }
 
-/** Where appendRaw's time went, summed over calls (for the benchmark). */
+/** Where appendRaw's and appendPacked's time went, summed over calls (for the benchmark). */
 export interface StoreTimes {
   /** Packing in native code. */
   packNs: bigint;
@@ -130,7 +148,7 @@ export class TraceStore {
   private readonly legacy: boolean;
   /** The file has the version 2 tables (a version 1 file opened read-only has not). */
   private readonly batched: boolean;
-  private appendTx: ((blob: Buffer, traces: Buffer, pids: Buffer, run: number, host: string) => void) | null = null;
+  private appendTx: ((list: Packed[], run: number, host: string) => void) | null = null;
 
   private constructor(file: string, db: Database.Database) {
     this.file = file;
@@ -200,20 +218,28 @@ export class TraceStore {
    * (zlib level 1-9, default 0: none) trades CPU for bytes.
    */
   appendRaw(batches: Buffer[], clockOffset: bigint, run: number, host: string, deflate = 0): Appended {
+    const t0 = process.hrtime.bigint();
+    const packed = packRaw(batches, clockOffset, deflate);
+    this.times.packNs += process.hrtime.bigint() - t0;
+    return this.appendPacked([packed], run, host);
+  }
+
+  /** Stores packed blobs (packRaw), a batch each, in one transaction: all or, if the database refuses them, none (and throws). */
+  appendPacked(list: Packed[], run: number, host: string): Appended {
     if (!this.appendTx) this.prepareAppend();
     const t0 = process.hrtime.bigint();
-    const { blob, traces, pids } = native().packEvents(batches, clockOffset, deflate);
-    const t1 = process.hrtime.bigint();
-    this.times.packNs += t1 - t0;
-    if (traces.length === 0) return { events: 0, traces: 0, bytes: 0 };
+    const out: Appended = { events: 0, traces: 0, bytes: 0 };
     try {
-      this.appendTx!(blob, traces, pids, run, host);
+      this.appendTx!(list, run, host);
     } finally {
-      this.times.sqlNs += process.hrtime.bigint() - t1;
+      this.times.sqlNs += process.hrtime.bigint() - t0;
     }
-    let events = 0;
-    for (let o = 0; o < traces.length; o += 40) events += traces.readUInt32LE(o + 32);
-    return { events, traces: traces.length / 40, bytes: blob.length };
+    for (const p of list) {
+      out.events += p.events;
+      out.traces += p.traces.length / 40;
+      out.bytes += p.blob.length;
+    }
+    return out;
   }
 
   private prepareAppend(): void {
@@ -224,20 +250,21 @@ export class TraceStore {
        ON CONFLICT(id) DO UPDATE SET start = min(start, excluded.start), end = max(end, excluded.end), events = events + excluded.events,
                                      batches = CASE batches WHEN '' THEN excluded.batches ELSE batches || ',' || excluded.batches END`,
     );
-    this.appendTx = this.db.transaction((blob: Buffer, traces: Buffer, pids: Buffer, run: number, host: string) => {
-      let events = 0;
-      let start = traces.readBigInt64LE(16);
-      let end = traces.readBigInt64LE(24);
-      for (let o = 0; o < traces.length; o += 40) {
-        events += traces.readUInt32LE(o + 32);
-        const [a, b] = [traces.readBigInt64LE(o + 16), traces.readBigInt64LE(o + 24)];
-        if (a < start) start = a;
-        if (b > end) end = b;
+    this.appendTx = this.db.transaction((list: Packed[], run: number, host: string) => {
+      for (const { blob, traces, pids, events } of list) {
+        if (traces.length === 0) continue;
+        let start = traces.readBigInt64LE(16);
+        let end = traces.readBigInt64LE(24);
+        for (let o = 40; o < traces.length; o += 40) {
+          const [a, b] = [traces.readBigInt64LE(o + 16), traces.readBigInt64LE(o + 24)];
+          if (a < start) start = a;
+          if (b > end) end = b;
+        }
+        // Positional parameters: binding by name costs more per row.
+        const batch = String(insertBatch.run(run, host, events, start, end, BLOB_FORMAT, traces, pids, blob).lastInsertRowid);
+        for (let o = 0; o < traces.length; o += 40)
+          upsertTrace.run(traces.toString('hex', o, o + 16), traces.readBigInt64LE(o + 16), traces.readBigInt64LE(o + 24), traces.readUInt32LE(o + 32), run, batch);
       }
-      // Positional parameters: binding by name costs more per row.
-      const batch = String(insertBatch.run(run, host, events, start, end, BLOB_FORMAT, traces, pids, blob).lastInsertRowid);
-      for (let o = 0; o < traces.length; o += 40)
-        upsertTrace.run(traces.toString('hex', o, o + 16), traces.readBigInt64LE(o + 16), traces.readBigInt64LE(o + 24), traces.readUInt32LE(o + 32), run, batch);
     });
   }
 

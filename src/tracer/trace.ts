@@ -20,7 +20,7 @@ import { buildGraph, TraceGraph } from './graph';
 import { defaultDbPath, TraceStore } from './store';
 import { renderHtml } from './html';
 import { exportOtlp } from './otlp';
-import { STORE_QUEUE_EVENTS, TraceWriter } from './writer';
+import { STORE_QUEUE_BYTES, TraceWriter } from './writer';
 
 export interface TraceOptions extends RunOptions {
   /** The trace database (default: defaultDbPath()). */
@@ -36,8 +36,8 @@ export interface TraceOptions extends RunOptions {
   host?: string;
   /** A status line on stderr while running (default: when stderr is a terminal). */
   status?: boolean;
-  /** Events waiting to be stored at most; past it batches are dropped and counted (default STORE_QUEUE_EVENTS, 262144). */
-  storeQueue?: number;
+  /** Bytes of packed events waiting to be stored at most; past it batches are dropped and counted (default STORE_QUEUE_BYTES, 64 MiB). */
+  storeQueueBytes?: number;
 }
 
 export interface TraceResult extends RunResult {
@@ -49,6 +49,8 @@ export interface TraceResult extends RunResult {
   storeDropped: number;
   db: string;
 }
+
+const sizeOf = (bytes: number) => (bytes >= 1048576 ? `${(bytes / 1048576).toFixed(0)} MiB` : `${bytes} bytes`);
 
 export async function trace(opts: TraceOptions): Promise<TraceResult> {
   const rate = opts.sample ?? 1;
@@ -67,7 +69,7 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
     db,
     run: runId,
     host,
-    queueEvents: opts.storeQueue,
+    queueBytes: opts.storeQueueBytes,
     onError: (err) =>
       process.stderr.write(`causeway: storing events in ${db} failed: ${err.message}; the run goes on, the events not stored are counted\n`),
   });
@@ -138,7 +140,7 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
   if (opts.summary !== false || stats.failed || stats.dropped) process.stderr.write(
     `causeway: tracer stored ${stats.stored} events of ${traces.length} trace(s) in ${db}` +
       (stats.failed ? `; FAILED to store ${stats.failed} events, LOST (${stats.error?.message})` : '') +
-      (stats.dropped ? `; DROPPED ${stats.dropped} events, LOST (the store fell behind; its queue holds ${opts.storeQueue ?? STORE_QUEUE_EVENTS} events)` : '') +
+      (stats.dropped ? `; DROPPED ${stats.dropped} events, LOST (the store fell behind; its queue holds ${sizeOf(opts.storeQueueBytes ?? STORE_QUEUE_BYTES)} of packed events)` : '') +
       `; peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB` +
       (traces.length ? `; causeway show ${traces[0].slice(0, 12)}${traces.length > 1 ? ' (and causeway ls)' : ''}` : '') +
       '\n',

@@ -1,37 +1,38 @@
 /**
  * The tracer's writer: raw batches from the shim (RunOptions.onRawEvents, no
- * JavaScript object per event) go to a worker thread that packs and stores
- * them (TraceStore.appendRaw), so that neither packing nor SQLite, nor
- * waiting for a database another causeway holds, ever runs on the main
+ * JavaScript object per event) are packed where they arrive (native code,
+ * ~150 ns per event: a 288-byte struct becomes ~15-25 bytes) and handed to a
+ * worker thread that stores them (TraceStore.appendPacked), so that SQLite,
+ * and waiting for a database another causeway holds, never run on the main
  * thread, which serves the SDK and the actors.
  *
- * What waits for the worker is bounded (queueEvents): past the bound, a
- * batch is dropped whole and counted (TracerStats.dropped), never queued
- * without limit; the traced programs are never slowed (the kernel's ring
- * buffer never waits for user space: it drops and counts). The worker stores
- * what it has as one blob per transaction (up to blobEvents events), so it
- * writes bigger blobs, at less cost per event, when it is behind.
+ * What waits for the worker is bounded (queueBytes of packed blobs: 64 MiB,
+ * some 3 to 4 million events, several seconds at 1M events/s): past the
+ * bound, a batch is dropped whole and counted (TracerStats.dropped), never
+ * queued without limit; the traced programs are never slowed (the kernel's
+ * ring buffer never waits for user space: it drops and counts). The worker
+ * counts what it has taken in shared memory, so the queue's length is exact
+ * at once, not only when its messages have been read. It stores what it has
+ * in one transaction (up to txEvents events), so that it stores more per
+ * transaction, at less cost per event, when it is behind.
  *
  * A second worker copies the WAL into the database file (checkpoints, every
  * 10 ms once the WAL has reached 4 MB), so that the one that stores never
- * stops for that copy and its fsync (20-80 ms each here): fed alone at 1M
- * events/s, the queue peaked at ~30k events with it and ~120k without.
- * The queue's length is counted by the worker in shared memory, so that it is
- * exact at once, not only when the worker's messages have been read.
+ * stops for that copy and its fsync (20-80 ms each here).
  *
- * A blob the database refuses (a full disk, say) is counted in
+ * A transaction the database refuses (a full disk, say) is counted in
  * TracerStats.failed and the worker goes on with the next; onError hears of
  * the first error once. push() runs on the main thread and never blocks.
  */
 import fs from 'node:fs';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { EVENT_BYTES } from '../kernel/events';
-import { TraceStore } from './store';
+import { Packed, packRaw, TraceStore } from './store';
 
 export interface TracerStats {
   /** Events stored. */
   stored: number;
-  /** Events a failed transaction did not store (each blob is stored whole or not at all). */
+  /** Events a failed transaction did not store (each is stored whole or not at all). */
   failed: number;
   /** Events dropped unstored: the queue to the worker was full (storage fell behind), or the drain deadline passed. */
   dropped: number;
@@ -39,15 +40,18 @@ export interface TracerStats {
   error?: Error;
 }
 
+/** The queue's bound by default: bytes of packed blobs. */
+export const STORE_QUEUE_BYTES = 64 * 1024 * 1024;
+
 export interface WriterOptions {
   db: string;
   /** The run the batches belong to (TraceStore.beginRun) and the host they were seen on. */
   run: number;
   host: string;
-  /** Events queued for the worker at most; past it batches are dropped (default STORE_QUEUE_EVENTS). */
-  queueEvents?: number;
-  /** Events in one blob at most (default 16384). */
-  blobEvents?: number;
+  /** Bytes of packed blobs queued for the worker at most; past it batches are dropped (default STORE_QUEUE_BYTES). */
+  queueBytes?: number;
+  /** Events in one transaction at most (default 16384). */
+  txEvents?: number;
   /** zlib level of the blobs' bodies, 0 (default: none) to 9. */
   deflate?: number;
   /** Called once, with the first error of the store. */
@@ -59,23 +63,15 @@ interface Settings {
   db: string;
   run: number;
   host: string;
-  blobEvents: number;
-  deflate: number;
+  txEvents: number;
 }
 
-/** Main thread to worker: a batch (its own copy, transferred), the end, or (to the appender) "checkpoint yourself". */
-type ToWorker = { buf: ArrayBuffer; n: number; offset: bigint } | { end: true } | { checkpoints: true };
+/** Main thread to worker: a packed batch (its buffers transferred), the end, or (to the appender) "checkpoint yourself". */
+type ToWorker = { blob: Uint8Array<ArrayBuffer>; traces: Uint8Array<ArrayBuffer>; pids: Uint8Array<ArrayBuffer>; events: number; bytes: number } | { end: true } | { checkpoints: true };
 /** Worker to main thread: the store is open; events stored, or failed (with the error, once). */
 type FromWorker = { ready: true } | { stored: number } | { failed: number; error?: string };
 
 const WORKER_KEY = 'causewayTraceWriter';
-/**
- * The queue's bound by default: 262144 events, 72 MiB of raw events, a quarter
- * of a second at 1M events/s. Half of it was not enough here: fed at 1M
- * events/s on two CPUs shared with other work, the queue peaked at ~120k
- * events when the worker was not scheduled for ~0.1 s, and batches dropped.
- */
-export const STORE_QUEUE_EVENTS = 262144;
 /**
  * How often the checkpointer copies the WAL (ms); the WAL's size from which it
  * does (bytes: SQLite's own default, 1000 pages; below it the WAL just grows,
@@ -85,6 +81,9 @@ export const STORE_QUEUE_EVENTS = 262144;
 const CHECKPOINT_MS = 10;
 const CHECKPOINT_FROM_BYTES = 1000 * 4096;
 const CHECKPOINT_WAIT_PAGES = 32768;
+/** Shared counters the appender keeps: events and bytes it is done with. */
+const DONE_EVENTS = 0;
+const DONE_BYTES = 1;
 
 export class TraceWriter {
   readonly stats: TracerStats = { stored: 0, failed: 0, dropped: 0 };
@@ -95,16 +94,16 @@ export class TraceWriter {
   private readonly limit: number;
   private readonly exited: Promise<void>;
   private readonly checkpointerExited: Promise<void>;
-  /** Events posted to the worker and not yet acknowledged. */
-  private posted = 0;
-  /** Events the worker is done with (stored or failed), counted by it: the queue's length is exact at once, not when its messages arrive. */
-  private readonly done = new BigInt64Array(new SharedArrayBuffer(8));
+  /** Events and bytes posted to the worker. */
+  private posted = { events: 0, bytes: 0 };
+  /** What the worker is done with (stored or failed), counted by it. */
+  private readonly done = new BigInt64Array(new SharedArrayBuffer(16));
   private closing = false;
   private dead = false;
 
   constructor(private readonly opts: WriterOptions) {
-    this.limit = opts.queueEvents ?? STORE_QUEUE_EVENTS;
-    const settings: Settings = { role: 'append', db: opts.db, run: opts.run, host: opts.host, blobEvents: opts.blobEvents ?? 16384, deflate: opts.deflate ?? 0 };
+    this.limit = opts.queueBytes ?? STORE_QUEUE_BYTES;
+    const settings: Settings = { role: 'append', db: opts.db, run: opts.run, host: opts.host, txEvents: opts.txEvents ?? 16384 };
     this.worker = new Worker(__filename, { workerData: { [WORKER_KEY]: settings, done: this.done } });
     this.exited = new Promise((resolve) => this.worker.once('exit', () => resolve()));
     this.ready = new Promise((resolve) => {
@@ -126,13 +125,13 @@ export class TraceWriter {
     // The worker failed as a whole (it could not open the database, say): what it held is lost, and so is the rest.
     this.worker.on('error', (err) => {
       this.dead = true;
-      this.stats.failed += this.queued();
-      this.posted = Number(Atomics.load(this.done, 0));
+      this.stats.failed += this.queued().events;
+      this.settle();
       this.fail(new Error(`the trace store's worker failed: ${err.message}`));
     });
   }
 
-  /** A raw batch from the shim (whole struct cw_event); main thread, never blocks. */
+  /** A raw batch from the shim (whole struct cw_event): packed here, stored by the worker. Main thread, never blocks. */
   push(batch: Buffer, clockOffset: bigint): void {
     const n = batch.length / EVENT_BYTES;
     if (n === 0) return;
@@ -140,19 +139,35 @@ export class TraceWriter {
       this.stats.failed += n;
       return;
     }
-    if (this.closing || this.queued() + n > this.limit) {
+    if (this.closing) {
       this.stats.dropped += n;
       return;
     }
-    // A copy of its own: the shim's buffer is read again after us (SDK releases, decoded events).
-    const buf = new Uint8Array(batch).buffer;
-    this.worker.postMessage({ buf, n, offset: clockOffset } satisfies ToWorker, [buf]);
-    this.posted += n;
+    let p: Packed;
+    try {
+      p = packRaw([batch], clockOffset, this.opts.deflate ?? 0);
+    } catch (err) {
+      this.stats.failed += n;
+      this.fail(err as Error);
+      return;
+    }
+    const bytes = p.blob.length + p.traces.length + p.pids.length;
+    if (this.queued().bytes + bytes > this.limit) {
+      this.stats.dropped += n;
+      return;
+    }
+    const [blob, traces, pids] = [own(p.blob), own(p.traces), own(p.pids)];
+    this.worker.postMessage({ blob, traces, pids, events: p.events, bytes } satisfies ToWorker, [blob.buffer, traces.buffer, pids.buffer]);
+    this.posted.events += n;
+    this.posted.bytes += bytes;
   }
 
-  /** Events handed to the worker that it has not stored (or failed to) yet. */
-  queued(): number {
-    return this.posted - Number(Atomics.load(this.done, 0));
+  /** Events and bytes handed to the worker that it has not stored (or failed to) yet. */
+  queued(): { events: number; bytes: number } {
+    return {
+      events: this.posted.events - Number(Atomics.load(this.done, DONE_EVENTS)),
+      bytes: this.posted.bytes - Number(Atomics.load(this.done, DONE_BYTES)),
+    };
   }
 
   /**
@@ -171,9 +186,14 @@ export class TraceWriter {
     const stop = setTimeout(() => void this.checkpointer.terminate(), deadlineMs);
     await this.checkpointerExited;
     clearTimeout(stop);
-    this.stats.dropped += this.queued();
-    this.posted = Number(Atomics.load(this.done, 0));
+    this.stats.dropped += this.queued().events;
+    this.settle();
     return this.stats;
+  }
+
+  /** Counts nothing as queued any more. */
+  private settle(): void {
+    this.posted = { events: Number(Atomics.load(this.done, DONE_EVENTS)), bytes: Number(Atomics.load(this.done, DONE_BYTES)) };
   }
 
   private fail(err: Error): void {
@@ -183,34 +203,40 @@ export class TraceWriter {
   }
 }
 
-/** The appender: its own connection to the database; stores what arrived, one blob per transaction. */
+/** A buffer that owns its whole ArrayBuffer, so that it can be transferred (a copy if it does not). */
+function own(b: Buffer): Uint8Array<ArrayBuffer> {
+  return b.buffer instanceof ArrayBuffer && b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? new Uint8Array(b.buffer) : new Uint8Array(b);
+}
+
+/** The appender: its own connection to the database; stores what arrived, up to txEvents events per transaction. */
 function runAppender(s: Settings, done: BigInt64Array): void {
   const port = parentPort!;
   const store = TraceStore.open(s.db, { appender: true, checkpoints: false });
   port.postMessage({ ready: true } satisfies FromWorker);
-  const pending: { buf: Buffer; n: number; offset: bigint }[] = [];
+  const pending: (Packed & { bytes: number })[] = [];
   let scheduled = false;
   let ending = false;
   let reported = false;
   const flush = () => {
     scheduled = false;
     while (pending.length) {
-      const offset = pending[0].offset;
-      const group: Buffer[] = [];
-      let n = 0;
-      while (pending.length && pending[0].offset === offset && (n === 0 || n + pending[0].n <= s.blobEvents)) {
+      const group: Packed[] = [];
+      let [events, bytes] = [0, 0];
+      while (pending.length && (events === 0 || events + pending[0].events <= s.txEvents)) {
         const p = pending.shift()!;
-        group.push(p.buf);
-        n += p.n;
+        group.push(p);
+        events += p.events;
+        bytes += p.bytes;
       }
       try {
-        store.appendRaw(group, offset, s.run, s.host, s.deflate);
-        port.postMessage({ stored: n } satisfies FromWorker);
+        store.appendPacked(group, s.run, s.host);
+        port.postMessage({ stored: events } satisfies FromWorker);
       } catch (err) {
-        port.postMessage({ failed: n, ...(reported ? {} : { error: (err as Error).message }) } satisfies FromWorker);
+        port.postMessage({ failed: events, ...(reported ? {} : { error: (err as Error).message }) } satisfies FromWorker);
         reported = true;
       }
-      Atomics.add(done, 0, BigInt(n));
+      Atomics.add(done, DONE_EVENTS, BigInt(events));
+      Atomics.add(done, DONE_BYTES, BigInt(bytes));
     }
     if (ending) {
       store.close();
@@ -220,7 +246,7 @@ function runAppender(s: Settings, done: BigInt64Array): void {
   port.on('message', (m: ToWorker) => {
     if ('checkpoints' in m) return store.autoCheckpoints();
     if ('end' in m) ending = true;
-    else pending.push({ buf: Buffer.from(m.buf), n: m.n, offset: m.offset });
+    else pending.push({ blob: Buffer.from(m.blob.buffer), traces: Buffer.from(m.traces.buffer), pids: Buffer.from(m.pids.buffer), events: m.events, bytes: m.bytes });
     if (!scheduled) {
       scheduled = true;
       setImmediate(flush);
