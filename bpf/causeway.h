@@ -88,7 +88,8 @@ struct cw_task {
 	__u64 advanced;		/* units already added to out's wr at enter (write, send, sendto) */
 	__u32 op;		/* CW_OP_*, 0 = nothing pending */
 	__u8 msgs;		/* out counts messages (UNIX datagrams) */
-	__u8 pad[3];
+	__u8 pad;
+	__u16 sched;		/* the scheduler: 1 + the priority user space was last told of; 0 = none yet */
 	/* The in-process SDK (struct cw_sdk_slot): 0 = the thread has no slot. */
 	__u32 sdk_slot;		/* slot index + 1 in its process's map of sdk_procs */
 	__u32 sdk_gen;		/* the slot's app_gen that rec reflects; 0 = rec is the kernel's own */
@@ -127,8 +128,34 @@ enum cw_join_rule {
 
 struct cw_policy {
 	__u8 join_rule;		/* enum cw_join_rule */
-	__u8 pad[7];
+	__u8 sched;		/* 1: tell the scheduler's reactor of priority changes (ring buffer sched_rb) */
+	__u8 pad[6];
 };
+
+/*
+ * The scheduler's feed (ring buffer sched_rb, read by native/sched.cc): a
+ * thread whose record's priority changed (a read that adopted another
+ * record, an SDK change, a record written by user space), a fork and an
+ * exit of a thread that was told of. Each wakes the reactor at once.
+ */
+enum cw_sched_kind {
+	CW_SCHED_PRIO = 1,	/* tid now holds a record of priority prio */
+	CW_SCHED_FORK,		/* tid was forked by parent (and runs at its nice) */
+	CW_SCHED_EXIT,		/* tid exited */
+};
+
+struct cw_sched_event {
+	__u64 ts;		/* CLOCK_BOOTTIME ns of the change */
+	__u64 start;		/* the thread's start_boottime (ns): with tid, who it is */
+	__u32 tid, pid;
+	__u32 parent;		/* fork: the parent thread */
+	__u8 kind;		/* enum cw_sched_kind */
+	__u8 prio;
+	__u8 pad[2];
+};
+
+/* Egress: map sched_skprio, by record priority: 0 = leave skb->priority, else 1 + the value. */
+#define CW_SCHED_PRIOS 256
 
 /* Minting on ingress (map ingress_ports, keyed by local TCP port, host order). */
 struct cw_mint {
@@ -263,6 +290,8 @@ enum cw_counter {
 	CW_C_ACTOR_LOST,	/* a TCP option announced an actor area that this host does not hold */
 	CW_C_OPT_BAD_ACK,	/* record options on segments that tcp_ack() discards for their ACK: never taken (not a drop) */
 	CW_C_OPT_DUPLICATE,	/* segments carrying more than one record option: none taken (a record lost) */
+	CW_C_SCHED_SENT,	/* priority changes sent to the scheduler's reactor */
+	CW_C_SCHED_LOST,	/* sched_rb full: a priority change lost (the thread keeps its old nice) */
 	CW_C_MAX,
 };
 

@@ -158,7 +158,22 @@ struct {
 	__array(values, struct sdk_slots);
 } sdk_procs SEC(".maps");
 
+/* The scheduler's feed: priority changes, forks and exits of the threads it reniced (lib/sched.bpf.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 16);
+} sched_rb SEC(".maps");
+
+/* The scheduler's socket priorities by record priority: 0 = leave, else 1 + SO_PRIORITY. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CW_SCHED_PRIOS);
+	__type(key, __u32);
+	__type(value, __u32);
+} sched_skprio SEC(".maps");
+
 #include "lib/events.bpf.h"
+#include "lib/sched.bpf.h"
 #include "lib/sdk.bpf.h"
 #include "lib/fd.bpf.h"
 #include "lib/chan.bpf.h"
@@ -518,6 +533,7 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	ct->send_ev = 0;
 	ct->sdk_slot = 0;	/* slots are per thread */
 	ct->sdk_gen = 0;
+	sched_fork(pt, child);
 	if (!sampled(&pt->rec))
 		return 0;
 	e = ev_next(&pt->rec, CW_EV_FORK);
@@ -561,7 +577,10 @@ int BPF_PROG(handle_exit_task, struct task_struct *p)
 	struct cw_task *t = task_state();
 	struct cw_event *e;
 
-	if (!t || !sampled(&t->rec))
+	if (!t)
+		return 0;
+	sched_exit(t, p);
+	if (!sampled(&t->rec))
 		return 0;
 	e = ev_next(&t->rec, CW_EV_EXIT);
 	if (!e)
@@ -571,6 +590,33 @@ int BPF_PROG(handle_exit_task, struct task_struct *p)
 		e->flags |= CW_EVF_THREAD;
 	ev_submit(e);
 	return 0;
+}
+
+/*
+ * The scheduler's socket priority (attached to the run's cgroup only while
+ * the scheduler runs): a TCP packet leaves with the priority that the record
+ * of the socket's latest bytes maps to, so egress queues can honour it.
+ */
+SEC("cgroup_skb/egress")
+int handle_egress_prio(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	struct cw_chan *ch;
+	__u32 prio, *v;
+
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 1;
+	ch = bpf_sk_storage_get(&sk_out, sk, 0, 0);
+	if (!ch || !ch->head)
+		return 1;
+	prio = ch->seg[(ch->head - 1) & SEG_MASK].rec.priority;
+	v = bpf_map_lookup_elem(&sched_skprio, &prio);
+	if (v && *v)
+		skb->priority = *v - 1;
+	return 1;
 }
 
 /* TCP connections of the run's processes: the record rides in a header option. */

@@ -27,6 +27,7 @@
 #include "event_reader.h"
 #include "jsonl.h"
 #include "process.h"
+#include "sched.h"
 #include "sdk.h"
 #include "floor.skel.h"
 #include "shim.skel.h"
@@ -87,6 +88,9 @@ class Shim : public Napi::ObjectWrap<Shim> {
                            InstanceMethod("sdkSlots", &Shim::SdkSlots),
                            InstanceMethod("sdkRelease", &Shim::SdkRelease),
                            InstanceMethod("setSdkSlot", &Shim::SetSdkSlot),
+                           InstanceMethod("schedStart", &Shim::SchedStart),
+                           InstanceMethod("schedStats", &Shim::SchedStats),
+                           InstanceMethod("schedStop", &Shim::SchedStop),
                            InstanceMethod("detach", &Shim::Detach),
                            InstanceMethod("destroy", &Shim::Destroy),
                        });
@@ -123,6 +127,7 @@ class Shim : public Napi::ObjectWrap<Shim> {
 
     // The run's cgroup, by fd: scopes the fork hook and carries the sockops program.
     std::string cgroup = opts.Get("cgroupPath").As<Napi::String>();
+    cgroup_ = cgroup;
     int cgfd = open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (cgfd < 0) Fail(env, errno, "open the run's cgroup " + cgroup, log.log);
     uint32_t zero = 0, cgfd32 = static_cast<uint32_t>(cgfd);
@@ -239,10 +244,90 @@ class Shim : public Napi::ObjectWrap<Shim> {
       memset(&task, 0, sizeof(task));
     memcpy(&task.rec, rec.Data(), sizeof(task.rec));
     task.src = 0;
+    if (sched_) task.sched = task.rec.priority + 1;  // the reactor is told below, not by the shim
     int err = bpf_map__update_elem(shim_->maps.tasks, &pidfd, sizeof(pidfd), &task, sizeof(task), BPF_ANY);
     close(pidfd);
     if (err) ThrowErrno(env, err, "write the record of thread " + std::to_string(tid));
+    if (sched_) sched_->Apply(tid, task.rec.priority);
     return env.Undefined();
+  }
+
+  // schedStart(nice: number[256], skprio: number[256]): the scheduler runs.
+  // nice[p]: -20..19, or 100 for the thread's own; skprio[p]: -1 to leave, else SO_PRIORITY.
+  Napi::Value SchedStart(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    RequireShim(env);
+    if (sched_) throw Napi::Error::New(env, "the scheduler already runs");
+    Napi::Array nice = info[0].As<Napi::Array>(), skprio = info[1].As<Napi::Array>();
+    if (nice.Length() != CW_SCHED_PRIOS || skprio.Length() != CW_SCHED_PRIOS)
+      throw Napi::RangeError::New(env, "the scheduler's tables have 256 entries");
+    std::vector<int> table(CW_SCHED_PRIOS);
+    bool any_skprio = false;
+    for (uint32_t p = 0; p < CW_SCHED_PRIOS; p++) {
+      table[p] = nice.Get(p).As<Napi::Number>().Int32Value();
+      int v = skprio.Get(p).As<Napi::Number>().Int32Value();
+      uint32_t value = v < 0 ? 0 : static_cast<uint32_t>(v) + 1;
+      any_skprio |= value != 0;
+      int err = bpf_map__update_elem(shim_->maps.sched_skprio, &p, sizeof(p), &value, sizeof(value), BPF_ANY);
+      if (err) ThrowErrno(env, err, "set the scheduler's socket priorities");
+    }
+    try {
+      sched_ = std::make_unique<SchedReactor>(bpf_map__fd(shim_->maps.sched_rb), table);
+    } catch (const std::exception &e) {
+      throw Napi::Error::New(env, e.what());
+    }
+    if (any_skprio) {
+      int cgfd = open(cgroup_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (cgfd < 0) ThrowErrno(env, errno, "open the run's cgroup " + cgroup_);
+      egress_link_ = bpf_program__attach_cgroup(shim_->progs.handle_egress_prio, cgfd);
+      int err = errno;
+      close(cgfd);
+      if (egress_link_ == nullptr) {
+        sched_.reset();
+        ThrowErrno(env, err, "attach the socket priority program to " + cgroup_);
+      }
+    }
+    SetPolicySched(env, 1);
+    return env.Undefined();
+  }
+
+  // schedStop(): no more renicing; every thread still reniced gets its own nice back.
+  Napi::Value SchedStop(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!sched_) return env.Undefined();
+    if (shim_) SetPolicySched(env, 0);
+    if (egress_link_) bpf_link__destroy(egress_link_);
+    egress_link_ = nullptr;
+    sched_->Restore();
+    return env.Undefined();
+  }
+
+  Napi::Value SchedStats(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!sched_) return env.Null();
+    SchedReactor::Stats s = sched_->GetStats();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("changes", static_cast<double>(s.changes));
+    o.Set("reniced", static_cast<double>(s.reniced));
+    o.Set("gone", static_cast<double>(s.gone));
+    o.Set("failed", static_cast<double>(s.failed));
+    o.Set("restored", static_cast<double>(s.restored));
+    o.Set("reused", static_cast<double>(s.reused));
+    o.Set("threads", static_cast<double>(s.tracked));
+    o.Set("realtime", s.realtime);
+    Napi::Array lat = Napi::Array::New(env, s.latency_ns.size());
+    for (size_t i = 0; i < s.latency_ns.size(); i++) lat.Set(static_cast<uint32_t>(i), s.latency_ns[i]);
+    o.Set("latencyNs", lat);
+    return o;
+  }
+
+  void SetPolicySched(Napi::Env env, uint8_t on) {
+    uint32_t zero = 0;
+    struct cw_policy p = {};
+    bpf_map__lookup_elem(shim_->maps.policy, &zero, sizeof(zero), &p, sizeof(p), 0);
+    p.sched = on;
+    int err = bpf_map__update_elem(shim_->maps.policy, &zero, sizeof(zero), &p, sizeof(p), BPF_ANY);
+    if (err) ThrowErrno(env, err, "turn the scheduler " + std::string(on ? "on" : "off"));
   }
 
   // The maps that user space may read and change, by name (the rest are the shim's own).
@@ -367,6 +452,8 @@ class Shim : public Napi::ObjectWrap<Shim> {
 
   // detach(): the programs stop running; maps stay readable.
   Napi::Value Detach(const Napi::CallbackInfo &info) {
+    if (egress_link_) bpf_link__destroy(egress_link_);
+    egress_link_ = nullptr;
     if (sockops_link_) bpf_link__destroy(sockops_link_);
     sockops_link_ = nullptr;
     if (shim_) cw_shim::detach(shim_);
@@ -382,6 +469,9 @@ class Shim : public Napi::ObjectWrap<Shim> {
 
   void Free() {
     reader_.reset();  // joins the reader before the ring buffer map goes away
+    sched_.reset();
+    if (egress_link_) bpf_link__destroy(egress_link_);
+    egress_link_ = nullptr;
     if (sockops_link_) bpf_link__destroy(sockops_link_);
     sockops_link_ = nullptr;
     if (shim_) cw_shim::destroy(shim_);
@@ -394,6 +484,9 @@ class Shim : public Napi::ObjectWrap<Shim> {
   bpf_link *sockops_link_ = nullptr;
   cw_floor *floor_ = nullptr;
   std::unique_ptr<EventReader> reader_;
+  std::unique_ptr<SchedReactor> sched_;
+  bpf_link *egress_link_ = nullptr;
+  std::string cgroup_;
 };
 
 // clockOffset(): CLOCK_REALTIME - CLOCK_BOOTTIME in ns, to turn event times into epoch times.

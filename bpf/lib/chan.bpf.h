@@ -268,6 +268,7 @@ static __always_inline void chan_read(struct cw_task *t, struct cw_chan *ch, __u
 	if (sampled(&t->rec))
 		t->rec.event_id = new_id();
 	sdk_publish(t);
+	sched_note(t);
 	if (!sampled(&t->rec))
 		return;
 	e = ev_start(found > 1 ? CW_EV_JOIN : CW_EV_RECV, &t->rec);

@@ -44,11 +44,13 @@ static __always_inline void sdk_sync(struct cw_task *t)
 		t->src = 0;
 		t->sdk_gen = gen;
 		count(CW_C_SDK_SYNCS, 1);
+		sched_note(t);
 	} else if (t->sdk_gen) {
 		/* The code left its context: back to what the kernel adopted last. */
 		t->rec = s->kern_rec;
 		t->src = 0;
 		t->sdk_gen = 0;
+		sched_note(t);
 	}
 }
 

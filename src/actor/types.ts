@@ -76,6 +76,44 @@ export interface PolicyApi {
   mintOnIngress(opts: { ports: number[]; sampled?: boolean; priority?: number; sampleRate?: number }): void;
   /** No record is written towards these remote TCP ports (the TCP option is left out). */
   stripOnEgress(opts: { ports: number[] }): void;
+  /**
+   * CPU and egress priority follow the record: from now on, within tens of
+   * microseconds of a thread of the run coming to hold a record of priority p
+   * (a read, an SDK change, a record written by an actor; children keep it),
+   * it runs at nice[p] ('own': the nice it had before the scheduler touched
+   * it), and its TCP packets leave with SO_PRIORITY socketPriority[p] (null:
+   * unchanged). Both tables have 256 entries. Threads get their own nice back
+   * when they hold a record that maps to 'own', and at the end of the run.
+   */
+  schedule(opts: { nice: (number | 'own')[]; socketPriority: (number | null)[] }): Scheduling;
+}
+
+/** A running schedule(): its figures so far, and the end of it. */
+export interface Scheduling {
+  stats(): SchedulingStats;
+  /** Stops renicing and gives every thread still reniced its own nice back. */
+  stop(): SchedulingStats;
+}
+
+export interface SchedulingStats {
+  /** Priority changes reported (by the kernel at once, or by user space writing a record). */
+  changes: number;
+  /** Nice values changed. */
+  reniced: number;
+  /** Threads the scheduler reniced at some point. */
+  threads: number;
+  /** Threads that had exited when reniced; other failures. */
+  gone: number;
+  failed: number;
+  /** At the end: threads given their own nice back; tids that had become other threads (left alone). */
+  restored: number;
+  reused: number;
+  /** Priority changes the kernel could not report (its ring buffer was full): those threads kept their nice. */
+  lost: number;
+  /** Whether the reactor thread ran SCHED_FIFO (else nice -20). */
+  realtime: boolean;
+  /** From the kernel's report of a change to the new nice in effect, in ns, per change (a sample). */
+  latencyNs: number[];
 }
 
 export interface ActorContext {

@@ -22,8 +22,25 @@ export interface NativeShim {
   sdkRelease(tgid: number): void;
   /** Thread tid reads SDK slot `slot` of the map slotsFd; false if it holds no record. */
   setSdkSlot(tid: number, slot: number, slotsFd: number): boolean;
+  /** The scheduler (native/sched.cc): nice[p] -20..19 or 100 (the thread's own); skprio[p] -1 (leave) or SO_PRIORITY. */
+  schedStart(nice: number[], skprio: number[]): void;
+  schedStats(): NativeSchedStats | null;
+  /** Stops renicing; threads still reniced get their own nice back. */
+  schedStop(): void;
   detach(): void;
   destroy(): void;
+}
+
+export interface NativeSchedStats {
+  changes: number;
+  reniced: number;
+  gone: number;
+  failed: number;
+  restored: number;
+  reused: number;
+  threads: number;
+  realtime: boolean;
+  latencyNs: number[];
 }
 
 export interface NativeShimOptions {

@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import createDebug from 'debug';
-import { native, NativeShim, UserMapName } from './native';
+import { native, NativeSchedStats, NativeShim, UserMapName } from './native';
 import { CausalEvent, decodeEvents, EVENT_BYTES } from './events';
 import { CausalRecord, decodeRecord, encodeRecord, RECORD_BYTES } from './record';
 import fs from 'node:fs';
@@ -44,6 +44,8 @@ export const COUNTER_NAMES = [
   'actorAreasLost',
   'tcpOptionBadAck',
   'tcpOptionDuplicate',
+  'schedulerChanges',
+  'schedulerLost',
 ] as const;
 export type Counters = Record<(typeof COUNTER_NAMES)[number], number>;
 
@@ -60,6 +62,7 @@ export const DROP_COUNTERS: (keyof Counters)[] = [
   'tcpOptionStale',
   'tcpOptionDuplicate',
   'skStorageFailures',
+  'schedulerLost',
 ];
 
 /** The TCP option's defaults: an RFC 6994 experimental kind and causeway's ExID. */
@@ -104,6 +107,8 @@ export class Shim extends EventEmitter {
   private ended: Promise<void> | null = null;
   private endResolve: (() => void) | null = null;
   private closed = false;
+  private finalCounters: Counters | undefined;
+  private finalSched: NativeSchedStats | null = null;
 
   /** Loads and attaches the shim; throws a CausewayError that says which step failed. */
   constructor(opts: ShimOptions) {
@@ -186,8 +191,9 @@ export class Shim extends EventEmitter {
     }
   }
 
-  /** The counters now, summed over CPUs. */
+  /** The counters now, summed over CPUs (after close(): the final ones). */
   counters(): Counters {
+    if (this.finalCounters) return this.finalCounters;
     const raw = this.handle.counters();
     const out = {} as Counters;
     COUNTER_NAMES.forEach((name, i) => (out[name] = Number(raw[i] ?? 0n)));
@@ -262,14 +268,40 @@ export class Shim extends EventEmitter {
     }
   }
 
+  /**
+   * The scheduler's reactor (native/sched.cc): from now on a thread of the run
+   * that comes to hold a record of priority p runs at nice[p] (a number -20..19,
+   * or 'own': the nice it had before), and its TCP packets leave with
+   * socketPriority[p] (null: unchanged).
+   */
+  startScheduler(nice: (number | 'own')[], socketPriority: (number | null)[]): void {
+    try {
+      this.handle.schedStart(nice.map((n) => (n === 'own' ? 100 : n)), socketPriority.map((v) => (v === null ? -1 : v)));
+    } catch (err) {
+      throw fromNative(err);
+    }
+  }
+  schedulerStats(): NativeSchedStats | null {
+    return this.closed ? this.finalSched : this.handle.schedStats();
+  }
+  /** Stops the scheduler, gives every thread still reniced its own nice back; its final figures. */
+  stopScheduler(): NativeSchedStats | null {
+    if (this.closed) return this.finalSched;
+    this.handle.schedStop();
+    return this.handle.schedStats();
+  }
+
   /** Detaches the programs, delivers the last events, frees everything. Returns the final counters. */
   async close(): Promise<Counters> {
     if (this.closed) throw new Error('the shim is already closed');
     this.closed = true;
+    this.handle.schedStop();  // nothing stays reniced, whoever forgot to stop it
+    this.finalSched = this.handle.schedStats();
     this.handle.detach();
     this.handle.stopEvents();
     if (this.ended) await this.ended;
     const counters = this.counters();
+    this.finalCounters = counters;
     this.handle.destroy();
     debug('closed: %o', counters);
     return counters;

@@ -11,7 +11,7 @@
  */
 import createDebug from 'debug';
 import type { Shim } from '../kernel/shim';
-import type { JoinRule, PolicyApi } from '../actor/types';
+import type { JoinRule, PolicyApi, Scheduling, SchedulingStats } from '../actor/types';
 import { FLAG_SAMPLED } from '../kernel/record';
 
 const debug = createDebug('causeway:policy');
@@ -27,6 +27,7 @@ function portKey(port: number): Buffer {
 
 export class KernelPolicy {
   private joinSetBy: string | undefined;
+  private scheduledBy: string | undefined;
   /** @param sampleRate the fraction of minted traces that are sampled, unless an actor says otherwise */
   constructor(private readonly shim: Shim, private readonly sampleRate = 1) {}
 
@@ -36,6 +37,7 @@ export class KernelPolicy {
       joinRule: (rule) => this.joinRule(rule, actor),
       mintOnIngress: (o) => this.mintOnIngress(o, actor),
       stripOnEgress: (o) => this.stripOnEgress(o, actor),
+      schedule: (o) => this.schedule(o, actor),
     };
   }
 
@@ -45,9 +47,11 @@ export class KernelPolicy {
     if (this.joinSetBy && this.joinSetBy !== by)
       process.stderr.write(`causeway: actor "${by}" sets the join rule to "${rule}", replacing the one actor "${this.joinSetBy}" set\n`);
     this.joinSetBy = by;
-    const value = Buffer.alloc(8);
+    // struct cw_policy: other fields (the scheduler's switch) keep their value.
+    const map = this.shim.map('policy');
+    const value = map.lookup(Buffer.alloc(4)) ?? Buffer.alloc(8);
     value.writeUInt8(v, 0);
-    this.shim.map('policy').update(Buffer.alloc(4), value);
+    map.update(Buffer.alloc(4), value);
     debug('%s: join rule %s', by, rule);
   }
 
@@ -63,6 +67,34 @@ export class KernelPolicy {
     const keys = o.ports.map(portKey);
     for (const k of keys) this.shim.map('ingress_ports').update(k, value);
     debug('%s: mint on ingress at ports %o', by, o.ports);
+  }
+
+  schedule(o: { nice: (number | 'own')[]; socketPriority: (number | null)[] }, by: string): Scheduling {
+    if (this.scheduledBy) throw new RangeError(`actor "${this.scheduledBy}" already schedules this run`);
+    if (o.nice.length !== 256 || o.socketPriority.length !== 256) throw new RangeError('the scheduler takes a nice value and a socket priority for each record priority 0-255');
+    for (const n of o.nice)
+      if (n !== 'own' && !(Number.isInteger(n) && n >= -20 && n <= 19)) throw new RangeError(`a nice value is -20 to 19 or "own", not ${String(n)}`);
+    for (const v of o.socketPriority)
+      if (v !== null && !(Number.isInteger(v) && v >= 0 && v <= 0xffffffff)) throw new RangeError(`a socket priority is a u32 or null, not ${String(v)}`);
+    this.shim.startScheduler(o.nice, o.socketPriority);
+    this.scheduledBy = by;
+    debug('%s: scheduling', by);
+    let final: SchedulingStats | undefined;
+    const stats = (): SchedulingStats => {
+      if (final) return final;
+      const s = this.shim.schedulerStats();
+      return { ...(s ?? { changes: 0, reniced: 0, gone: 0, failed: 0, restored: 0, reused: 0, threads: 0, realtime: false, latencyNs: [] }), lost: this.shim.counters().schedulerLost };
+    };
+    return {
+      stats,
+      stop: () => {
+        if (!final) {
+          this.shim.stopScheduler();
+          final = stats();
+        }
+        return final;
+      },
+    };
   }
 
   stripOnEgress(o: { ports: number[] }, by: string): void {

@@ -1,0 +1,173 @@
+#include "sched.h"
+
+#include <bpf/libbpf.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include "causeway.h"
+
+namespace {
+
+constexpr int kPollMs = 50;                 // how long Stop() may wait for the thread
+constexpr size_t kLatencySamples = 1 << 16;  // latencies kept for percentiles
+
+uint64_t BootNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_BOOTTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + ts.tv_nsec;
+}
+
+// A thread's start time in clock ticks since boot (/proc/PID/task/TID/stat, field 22), or -1.
+long long StartTicks(int tid) {
+  std::ifstream f("/proc/" + std::to_string(tid) + "/stat");
+  std::string line;
+  if (!std::getline(f, line)) return -1;
+  size_t paren = line.rfind(')');  // comm may hold spaces and parentheses
+  if (paren == std::string::npos) return -1;
+  std::istringstream rest(line.substr(paren + 2));
+  std::string field;
+  for (int i = 3; i <= 22; i++)
+    if (!(rest >> field)) return -1;
+  return std::stoll(field);
+}
+
+}  // namespace
+
+int SchedHandle(void *ctx, void *data, size_t size) {
+  if (size == sizeof(cw_sched_event)) static_cast<SchedReactor *>(ctx)->OnEvent(*static_cast<const cw_sched_event *>(data));
+  return 0;
+}
+
+SchedReactor::SchedReactor(int ringbuf_fd, const std::vector<int> &nice) : nice_(nice) {
+  if (nice_.size() != CW_SCHED_PRIOS) throw std::runtime_error("the nice table has 256 entries");
+  rb_ = ring_buffer__new(ringbuf_fd, SchedHandle, this, nullptr);
+  if (rb_ == nullptr) throw std::runtime_error(std::string("failed to open the scheduler's ring buffer: ") + strerror(errno));
+  thread_ = std::thread([this] { Run(); });
+}
+
+SchedReactor::~SchedReactor() {
+  Stop();
+  ring_buffer__free(rb_);
+}
+
+void SchedReactor::Stop() {
+  stopping_.store(true, std::memory_order_release);
+  if (thread_.joinable()) thread_.join();
+}
+
+void SchedReactor::Run() {
+  // The reactor must not wait behind the load it arbitrates: a real-time thread
+  // preempts every normal one, and it only sleeps or makes short syscalls.
+  struct sched_param sp = {};
+  sp.sched_priority = 1;
+  bool rt = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0;
+  if (!rt) setpriority(PRIO_PROCESS, 0, -20);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.realtime = rt;
+  }
+  while (!stopping_.load(std::memory_order_acquire)) {
+    int n = ring_buffer__poll(rb_, kPollMs);
+    if (n < 0 && n != -EINTR) break;
+  }
+  ring_buffer__consume(rb_);
+}
+
+void SchedReactor::OnEvent(const cw_sched_event &e) {
+  std::lock_guard<std::mutex> lock(mu_);
+  int tid = static_cast<int>(e.tid);
+  if (e.kind == CW_SCHED_EXIT) {
+    threads_.erase(tid);
+    return;
+  }
+  if (e.kind == CW_SCHED_FORK) {
+    // The child runs at its parent's nice now; its own nice is its parent's own.
+    auto p = threads_.find(static_cast<int>(e.parent));
+    if (p != threads_.end()) threads_[tid] = Thread{e.start, p->second.own, p->second.now};
+    return;
+  }
+  stats_.changes++;
+  Set(tid, e.start, e.prio, e.ts);
+}
+
+void SchedReactor::Apply(int tid, int prio) {
+  long long ticks = StartTicks(tid);
+  if (ticks < 0) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.changes++;
+  Set(tid, static_cast<uint64_t>(ticks) * (1000000000ULL / sysconf(_SC_CLK_TCK)), prio, 0);
+}
+
+void SchedReactor::Set(int tid, uint64_t start, int prio, uint64_t ts) {
+  auto it = threads_.find(tid);
+  uint64_t tick = 1000000000ULL / sysconf(_SC_CLK_TCK);
+  // A tid seen before, but another thread now (or, from Apply, known only to the tick).
+  if (it != threads_.end() && it->second.start / tick != start / tick) {
+    threads_.erase(it);
+    it = threads_.end();
+  }
+  int want = nice_[prio & 0xff];
+  if (it == threads_.end()) {
+    if (want == kOwn) return;  // untouched and staying so
+    errno = 0;
+    int own = getpriority(PRIO_PROCESS, tid);
+    if (own == -1 && errno != 0) {
+      if (errno == ESRCH) stats_.gone++;
+      else stats_.failed++;
+      return;
+    }
+    it = threads_.emplace(tid, Thread{start, own, own}).first;
+    stats_.tracked++;
+  }
+  if (want == kOwn) want = it->second.own;
+  if (want == it->second.now) return;
+  if (setpriority(PRIO_PROCESS, tid, want) != 0) {
+    if (errno == ESRCH) {
+      stats_.gone++;
+      threads_.erase(it);
+    } else {
+      stats_.failed++;
+    }
+    return;
+  }
+  it->second.now = want;
+  stats_.reniced++;
+  if (ts != 0 && stats_.latency_ns.size() < kLatencySamples) stats_.latency_ns.push_back(static_cast<uint32_t>(std::min<uint64_t>(BootNs() - ts, UINT32_MAX)));
+}
+
+void SchedReactor::Restore() {
+  Stop();
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t tick = 1000000000ULL / sysconf(_SC_CLK_TCK);
+  for (auto &[tid, t] : threads_) {
+    if (t.now == t.own) continue;
+    long long ticks = StartTicks(tid);
+    if (ticks < 0) continue;  // gone
+    if (static_cast<uint64_t>(ticks) != t.start / tick) {
+      stats_.reused++;
+      continue;
+    }
+    if (setpriority(PRIO_PROCESS, tid, t.own) == 0) {
+      t.now = t.own;
+      stats_.restored++;
+    } else if (errno != ESRCH) {
+      stats_.failed++;
+    }
+  }
+}
+
+SchedReactor::Stats SchedReactor::GetStats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
