@@ -92,9 +92,17 @@ void SchedReactor::OnEvent(const cw_sched_event &e) {
     return;
   }
   if (e.kind == CW_SCHED_FORK) {
-    // The child runs at its parent's nice now; its own nice is its parent's own.
+    // The child's own nice is its parent's own. It runs at the nice its parent
+    // had when it forked, which may predate a renice of the parent that this
+    // reactor made since: make it the parent's nice now.
     auto p = threads_.find(static_cast<int>(e.parent));
-    if (p != threads_.end()) threads_[tid] = Thread{e.start, p->second.own, p->second.now};
+    if (p == threads_.end()) return;
+    Thread child{e.start, p->second.own, p->second.now};
+    errno = 0;
+    int has = getpriority(PRIO_PROCESS, tid);
+    if (has == -1 && errno != 0) return;  // exited already
+    if (has != child.now && setpriority(PRIO_PROCESS, tid, child.now) != 0) child.now = has;
+    threads_[tid] = child;
     return;
   }
   stats_.changes++;
