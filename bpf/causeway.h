@@ -290,8 +290,8 @@ enum cw_counter {
 	CW_C_ACTOR_LOST,	/* a TCP option announced an actor area that this host does not hold */
 	CW_C_OPT_BAD_ACK,	/* record options on segments that tcp_ack() discards for their ACK: never taken (not a drop) */
 	CW_C_OPT_DUPLICATE,	/* segments carrying more than one record option: none taken (a record lost) */
-	CW_C_SCHED_SENT,	/* priority changes sent to the scheduler's reactor */
-	CW_C_SCHED_LOST,	/* sched_rb full: a priority change lost (the thread keeps its old nice) */
+	CW_C_SCHED_SENT,	/* reports to the scheduler's reactor: priority changes, forks and exits of threads it was told of */
+	CW_C_SCHED_LOST,	/* sched_rb full: a report lost (a priority change: the thread keeps its nice) */
 	CW_C_MAX,
 };
 

@@ -80,6 +80,7 @@ const FORCED: (keyof Counters)[] = [
   'tcpOptionDuplicate',
   'skStorageFailures',
   'taskStorageFailures',
+  'schedulerLost',
 ];
 
 t.test('every drop counter of the shim has a subtest here that forces it', async (t) => {
@@ -391,4 +392,37 @@ t.test('taskStorageFailures: task storage refused by the memory cgroup charged f
   t.equal(tracked + c.taskStorageFailures, N, `tracked + untracked = ${N} children`);
   t.equal(count(events, 'exit'), tracked + 1, 'the tracked children and the parent exited tracked');
   dropsAre(t, c, { taskStorageFailures: c.taskStorageFailures });
+});
+
+t.test('schedulerLost: priority changes with nobody draining the scheduler\'s ring buffer', { skip: skip ?? false, timeout: 120000 }, async (t) => {
+  // The reader alternates one-byte reads between two connections from runs of priority 5 and 6:
+  // each read is a priority change. The scheduler's switch is turned on with no reactor to drain
+  // its ring buffer, so once it is full every further report is lost: reported + lost = 2N
+  // priority changes + 1 (the reader thread's exit, reported since it was told of).
+  const N = 2000;
+  const fixture = path.join(FIXTURES, 'sched-alternate.py');
+  const portFile = path.join(tmpdir(t), 'port');
+  const reader = run({
+    summary: false,
+    command: PY,
+    args: [fixture, 'reader', String(N), portFile],
+    onStart: ({ shim }) => {
+      const policy = Buffer.alloc(8);
+      policy.writeUInt8(1, 1); // struct cw_policy.sched
+      shim.map('policy').update(Buffer.alloc(4), policy);
+    },
+  });
+  await waitFor(() => fs.existsSync(portFile), 20000, 'the reader to listen');
+  const port = fs.readFileSync(portFile, 'utf8');
+  const writers = [5, 6].map((p) =>
+    plain(process.execPath, [path.join(__dirname, '..', 'bin', 'causeway.js'), 'run', '-q', '--no-sample', '--priority', String(p), '--', PY, fixture, 'writer', port, String(N)]),
+  );
+  const res = await reader;
+  for (const w of await Promise.all(writers)) t.equal(w.status, 0, w.stderr);
+  t.equal(res.status, 0, 'the reader read every byte');
+  const c = res.counters!;
+  t.equal(c.recvs, 2 * N, 'every read adopted a record');
+  t.equal(c.schedulerReports + c.schedulerLost, 2 * N + 1, `reported ${c.schedulerReports} + lost ${c.schedulerLost} = ${2 * N} priority changes and an exit`);
+  t.ok(c.schedulerLost > 0, 'the ring buffer filled up');
+  dropsAre(t, c, { schedulerLost: c.schedulerLost });
 });

@@ -44,7 +44,7 @@ export const COUNTER_NAMES = [
   'actorAreasLost',
   'tcpOptionBadAck',
   'tcpOptionDuplicate',
-  'schedulerChanges',
+  'schedulerReports',
   'schedulerLost',
 ] as const;
 export type Counters = Record<(typeof COUNTER_NAMES)[number], number>;
