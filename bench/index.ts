@@ -16,7 +16,8 @@
  * application (bench/app); real servers, redis-benchmark and pgbench
  * (bench/servers.ts); the cost of formatting `-e FILE`'s lines, native
  * against TypeScript (bench/jsonl.ts); the trace store on one core
- * (bench/store.ts).
+ * (bench/store.ts); the scheduler experiment, a multi-tier application in
+ * overload with and without `--actor scheduler` (bench/scheduler).
  * TCP across two namespaces runs its server and its client as two processes,
  * one in each namespace, and in two runs where there are runs: the record
  * crosses between them in the TCP header option.
@@ -25,7 +26,7 @@
  *   node dist/bench/index.js [--quick] [--only SECTION[,SECTION...]] [--from-json]
  * --only measures only the sections named (micro: the request/response table,
  * or one of its rows by mode: pipe, unix, tcp, tcpns, bulk, forkexec; actors;
- * sdk; memory; app; servers, or redis or pgbench alone; jsonl; store) and keeps every other
+ * sdk; memory; app; servers, or redis or pgbench alone; jsonl; store; scheduler) and keeps every other
  * section from the BENCHMARKS.json already there.
  */
 import fs from 'node:fs';
@@ -44,6 +45,7 @@ import { benchStore, storeMarkdown, StoreBench } from './store';
 import { benchApp } from './app';
 import { benchServers, WORKLOADS, WorkloadName } from './servers';
 import { benchJsonl } from './jsonl';
+import { benchScheduler, schedulerMarkdown, SchedulerBench } from './scheduler';
 import { median, machine, withFloor, withOutsideRun } from './common';
 
 const ROOT = path.join(__dirname, '..', '..');
@@ -274,6 +276,8 @@ interface Extras {
   jsonl?: { json: unknown; md: string };
   /** bench/store.ts: the trace store on one core. */
   store?: { json: unknown; md: string };
+  /** bench/scheduler: the multi-tier application in overload, with and without the scheduler actor. */
+  scheduler?: { json: unknown; md: string };
 }
 
 /** One row of the request/response table in BENCHMARKS.json; rounds, seconds and date say which invocation measured it. */
@@ -334,7 +338,7 @@ function rowsOf(j: Report): ResultRow[] {
 }
 
 const MICRO_MODES = [...new Set(BENCHES.map((b) => b.mode))];
-const SECTIONS = ['micro', ...MICRO_MODES, 'actors', 'sdk', 'memory', 'app', 'servers', ...WORKLOADS, 'jsonl', 'store'] as const;
+const SECTIONS = ['micro', ...MICRO_MODES, 'actors', 'sdk', 'memory', 'app', 'servers', ...WORKLOADS, 'jsonl', 'store', 'scheduler'] as const;
 
 /** --only A,B (or --only A --only B): the sections to measure; null: all of them. */
 function parseOnly(argv: string[]): Set<string> | null {
@@ -438,6 +442,11 @@ async function main() {
       process.stderr.write(`servers: ${workloads.join(' and ')} against real servers, separate runs and one run\n`);
       const srv = await benchServers({ quick, only: workloads as WorkloadName[] });
       extras.servers = { json: srv.json, md: srv.md };
+    }
+    if (want('scheduler')) {
+      process.stderr.write('scheduler: a multi-tier application in overload, two priority classes, with and without the scheduler actor\n');
+      const sch = await benchScheduler({ quick });
+      extras.scheduler = { json: sch.json, md: sch.md };
     }
   } finally {
     removeNamespaces();
@@ -612,6 +621,7 @@ function summarize(rows: ResultRow[], rounds: number, secs: number, extras: Extr
   if (extras.jsonl) lines.push(extras.jsonl.md, '');
   // Rendered again from its figures, so that --from-json follows changes to the text.
   if (extras.store) lines.push(storeMarkdown(extras.store.json as StoreBench), '');
+  if (extras.scheduler) lines.push(schedulerMarkdown(extras.scheduler.json as SchedulerBench), '');
   return { md: lines.join('\n'), json: { machine: machine(), rounds, seconds: secs, results: json, extras } };
 }
 

@@ -123,7 +123,7 @@ interface Measurement {
 }
 
 /** Busy and kernel (system, irq, softirq) CPU time of the whole machine so far, in ms, from /proc/stat. */
-function machineCpu(): { busyMs: number; kernelMs: number } {
+export function machineCpu(): { busyMs: number; kernelMs: number } {
   const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
   // user nice system idle iowait irq softirq steal (guest time is inside user)
   const [user, nice, system, , , irq, softirq, steal] = f;
@@ -132,7 +132,7 @@ function machineCpu(): { busyMs: number; kernelMs: number } {
 }
 
 /** A process this module started, and how to stop it. */
-interface Proc {
+export interface Proc {
   child: ChildProcess;
   pid: number;
   /** A causeway CLI (stop it with SIGTERM: it forwards the signal and removes its cgroup). */
@@ -149,7 +149,8 @@ let interrupted: NodeJS.Signals | null = null;
 /** The data directory of the PostgreSQL server, while one may be running (for a signal). */
 let pgData: string | null = null;
 
-function start(argv: string[], stdout: number | 'ignore', stderr: number | 'ignore', cli: boolean): Proc {
+/** Starts argv in its own process group, kept in the set stopAll() and the signal guard stop; cli: a causeway CLI. */
+export function start(argv: string[], stdout: number | 'ignore', stderr: number | 'ignore', cli: boolean): Proc {
   if (interrupted) throw new Error(`interrupted by ${interrupted}`);
   // Own process group: a terminal's Ctrl-C reaches this process only, which stops the rest in order.
   const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', stdout, stderr], detached: true });
@@ -173,11 +174,51 @@ function start(argv: string[], stdout: number | 'ignore', stderr: number | 'igno
   return p;
 }
 
-function signal(pid: number, sig: NodeJS.Signals): void {
+/** process.kill that ignores a process already gone. */
+export function signal(pid: number, sig: NodeJS.Signals): void {
   try {
     process.kill(pid, sig);
   } catch {
     /* gone */
+  }
+}
+
+/**
+ * While a benchmark runs: SIGINT, SIGTERM or SIGHUP stops every process start()
+ * started (and the postmaster of a PgCluster) and makes every later start() and
+ * pollUntil() throw; an exit kills what is left. Returns the function that
+ * removes these handlers (call it after cleaning up).
+ */
+export function guardSignals(who: string): () => void {
+  interrupted = null;
+  const onSignal = (sig: NodeJS.Signals) => {
+    interrupted = sig;
+    process.stderr.write(`${who}: ${sig}: stopping\n`);
+    for (const p of live) signal(p.cli ? p.pid : -p.pid, 'SIGTERM');
+    if (pgData) signal(postmasterPid(pgData), 'SIGINT');
+  };
+  const onExit = () => {
+    for (const p of live) signal(-p.pid, 'SIGKILL');
+    if (pgData) signal(postmasterPid(pgData), 'SIGKILL');
+  };
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, onSignal);
+  process.on('exit', onExit);
+  return () => {
+    for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.off(sig, onSignal);
+    process.off('exit', onExit);
+  };
+}
+
+/** The signal guardSignals() caught, if one came. */
+export function interruptedBy(): NodeJS.Signals | null {
+  return interrupted;
+}
+
+/** Stops every process start() started that is still running: SIGTERM (a causeway CLI forwards it), then SIGKILL to its group after timeoutMs. */
+export async function stopAll(timeoutMs = 15000): Promise<void> {
+  for (const p of [...live]) {
+    signal(p.cli ? p.pid : -p.pid, 'SIGTERM');
+    await reap(p, timeoutMs);
   }
 }
 
@@ -191,7 +232,7 @@ function postmasterPid(data: string): number {
 }
 
 /** Waits until p has exited; SIGKILLs its process group (and a postmaster left behind) after timeoutMs. */
-async function reap(p: Proc, timeoutMs: number): Promise<number> {
+export async function reap(p: Proc, timeoutMs: number): Promise<number> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<null>((r) => (timer = setTimeout(() => r(null), timeoutMs)));
   const st = await Promise.race([p.exited, late]);
@@ -221,7 +262,7 @@ function wrap(config: ServerConfig, argv: string[], files: { events: string; db:
 }
 
 /** A TCP port that was free on 127.0.0.1 a moment ago. */
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   const srv = net.createServer();
   srv.listen(0, '127.0.0.1');
   await once(srv, 'listening');
@@ -230,9 +271,10 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function tail(file: string, n = 6): string {
+/** The last n lines of a file ('' if it cannot be read). */
+export function tail(file: string, n = 6): string {
   try {
     return fs.readFileSync(file, 'utf8').trim().split('\n').slice(-n).join('\n');
   } catch {
@@ -269,7 +311,8 @@ interface Workload {
   json(): Record<string, unknown>;
 }
 
-async function pollUntil(what: string, p: Proc, check: () => boolean | Promise<boolean>, timeoutMs = 30000): Promise<void> {
+/** Resolves once check() holds; throws if p exits first, after timeoutMs, or after a signal. */
+export async function pollUntil(what: string, p: Proc, check: () => boolean | Promise<boolean>, timeoutMs = 30000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (interrupted) throw new Error(`interrupted by ${interrupted}`);
@@ -361,17 +404,33 @@ class Redis implements Workload {
   }
 }
 
-class Postgres implements Workload {
-  readonly name = 'pgbench' as const;
-  readonly metrics = ['tps'];
-  readonly unit = 'transactions/s';
-  readonly scale = 5;
+/** The settings every server of a PgCluster starts with (fsync and autovacuum off, logs on stderr). */
+const PG_SETTINGS: Record<string, string> = {
+  fsync: 'off',
+  synchronous_commit: 'off',
+  full_page_writes: 'off',
+  autovacuum: 'off',
+  max_connections: '20',
+  logging_collector: 'off',
+  log_min_messages: 'warning',
+  log_destination: 'stderr',
+  shared_buffers: '128MB',
+};
+
+/**
+ * A PostgreSQL cluster made once by initdb in a temporary directory (trust
+ * authentication, user postgres), whose server runs as the postgres user
+ * (runuser) on 127.0.0.1 at a given port, with its UNIX socket in that
+ * directory. cleanup() stops a server left running and removes the directory.
+ */
+export class PgCluster {
   bin = '';
   version = '';
   private dir = '';
-  constructor(private readonly seconds: number) {}
+  /** settings: -c NAME=VALUE beside (or instead of) PG_SETTINGS. */
+  constructor(private readonly settings: Record<string, string> = {}) {}
 
-  private get data(): string {
+  get data(): string {
     return path.join(this.dir, 'data');
   }
 
@@ -379,7 +438,8 @@ class Postgres implements Workload {
     return path.join(this.dir, 'sock');
   }
 
-  async prepare(): Promise<void> {
+  /** initdb, as the postgres user; throws if PostgreSQL or the postgres user is missing. */
+  init(): void {
     this.bin = pgBinDir();
     if (!which('runuser')) throw new Error('runuser (util-linux) is not installed');
     let uid: number, gid: number;
@@ -401,19 +461,6 @@ class Postgres implements Workload {
       throw new Error(`initdb failed: ${(err as { stderr?: Buffer }).stderr?.toString() ?? (err as Error).message}`);
     }
     pgData = this.data;
-    // The tables, once: pgbench -i against a server started for it.
-    const port = await freePort();
-    const srv = start(this.server(port), 'ignore', 'ignore', false);
-    try {
-      await this.ready(port, srv);
-      execFileSync(path.join(this.bin, 'pgbench'), ['-i', '-q', '-s', String(this.scale), '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', 'postgres'],
-        { stdio: ['ignore', 'ignore', 'pipe'] });
-    } catch (err) {
-      throw new Error(`pgbench -i failed: ${(err as { stderr?: Buffer }).stderr?.toString() ?? (err as Error).message}`);
-    } finally {
-      this.stop(srv);
-      await reap(srv, 30000);
-    }
   }
 
   async cleanup(): Promise<void> {
@@ -427,18 +474,24 @@ class Postgres implements Workload {
     }
     pgData = null;
     fs.rmSync(this.dir, { recursive: true, force: true });
+    this.dir = '';
   }
 
+  /** The server's command line: runuser -u postgres -- postgres -D DATA -p PORT -c ... */
   server(port: number): string[] {
+    const settings = { ...PG_SETTINGS, listen_addresses: '127.0.0.1', unix_socket_directories: this.sock, ...this.settings };
     return ['runuser', '-u', 'postgres', '--', path.join(this.bin, 'postgres'), '-D', this.data, '-p', String(port),
-      '-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${this.sock}`,
-      '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'autovacuum=off',
-      '-c', 'max_connections=20', '-c', 'logging_collector=off', '-c', 'log_min_messages=warning',
-      '-c', 'log_destination=stderr', '-c', 'shared_buffers=128MB'];
+      ...Object.entries(settings).flatMap(([k, v]) => ['-c', `${k}=${v}`])];
   }
 
-  client(port: number): string[] {
-    return [path.join(this.bin, 'pgbench'), '-S', '-c', '4', '-n', '-T', String(this.seconds), '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', 'postgres'];
+  /** The settings the server runs with, as given on its command line. */
+  describeSettings(): string {
+    return Object.entries({ ...PG_SETTINGS, ...this.settings }).map(([k, v]) => `${k}=${v}`).join(' ');
+  }
+
+  /** The postmaster's pid (0 while there is none). */
+  postmaster(): number {
+    return postmasterPid(this.data);
   }
 
   private isReady(): boolean {
@@ -449,7 +502,8 @@ class Postgres implements Workload {
     }
   }
 
-  async ready(_port: number, p: Proc): Promise<void> {
+  /** Resolves once the server started as p accepts connections. */
+  async ready(p: Proc): Promise<void> {
     await pollUntil('postgres', p, () => this.isReady());
   }
 
@@ -467,6 +521,60 @@ class Postgres implements Workload {
   get shStop(): string {
     return `kill -INT "$(head -1 ${q(path.join(this.data, 'postmaster.pid'))})"`;
   }
+}
+
+class Postgres implements Workload {
+  readonly name = 'pgbench' as const;
+  readonly metrics = ['tps'];
+  readonly unit = 'transactions/s';
+  readonly scale = 5;
+  private readonly pg = new PgCluster();
+  constructor(private readonly seconds: number) {}
+
+  async prepare(): Promise<void> {
+    this.pg.init();
+    // The tables, once: pgbench -i against a server started for it.
+    const port = await freePort();
+    const srv = start(this.server(port), 'ignore', 'ignore', false);
+    try {
+      await this.ready(port, srv);
+      execFileSync(path.join(this.pg.bin, 'pgbench'), ['-i', '-q', '-s', String(this.scale), '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', 'postgres'],
+        { stdio: ['ignore', 'ignore', 'pipe'] });
+    } catch (err) {
+      throw new Error(`pgbench -i failed: ${(err as { stderr?: Buffer }).stderr?.toString() ?? (err as Error).message}`);
+    } finally {
+      this.stop(srv);
+      await reap(srv, 30000);
+    }
+  }
+
+  cleanup(): Promise<void> {
+    return this.pg.cleanup();
+  }
+
+  server(port: number): string[] {
+    return this.pg.server(port);
+  }
+
+  client(port: number): string[] {
+    return [path.join(this.pg.bin, 'pgbench'), '-S', '-c', '4', '-n', '-T', String(this.seconds), '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', 'postgres'];
+  }
+
+  async ready(_port: number, p: Proc): Promise<void> {
+    await this.pg.ready(p);
+  }
+
+  stop(p: Proc): void {
+    this.pg.stop(p);
+  }
+
+  shReady(): string {
+    return this.pg.shReady();
+  }
+
+  get shStop(): string {
+    return this.pg.shStop;
+  }
 
   parse(out: string): Record<string, number> {
     const m = /^tps = ([\d.]+)/m.exec(out);
@@ -481,15 +589,16 @@ class Postgres implements Workload {
   }
 
   describe(): string {
-    return `\`pgbench -S -c 4 -n -T ${this.seconds}\` (select-only, one pgbench thread, scale factor ${this.scale} initialised once) against ${this.version.replace(/^postgres \(PostgreSQL\) /, 'PostgreSQL ')}, initdb in a temporary directory, run as postgres (\`runuser -u postgres\`) on 127.0.0.1 at a free port (fsync, autovacuum off), the client over TCP.`;
+    return `\`pgbench -S -c 4 -n -T ${this.seconds}\` (select-only, one pgbench thread, scale factor ${this.scale} initialised once) against ${this.pg.version.replace(/^postgres \(PostgreSQL\) /, 'PostgreSQL ')}, initdb in a temporary directory, run as postgres (\`runuser -u postgres\`) on 127.0.0.1 at a free port (fsync, autovacuum off), the client over TCP.`;
   }
 
   json(): Record<string, unknown> {
-    return { version: this.version, scale: this.scale, clients: 4, seconds: this.seconds, mode: 'select-only' };
+    return { version: this.pg.version, scale: this.scale, clients: 4, seconds: this.seconds, mode: 'select-only' };
   }
 }
 
-function which(bin: string): boolean {
+/** Whether bin is an executable on PATH. */
+export function which(bin: string): boolean {
   return (process.env.PATH ?? '/usr/bin:/bin').split(':').some((d) => {
     try {
       fs.accessSync(path.join(d, bin), fs.constants.X_OK);
@@ -501,7 +610,7 @@ function which(bin: string): boolean {
 }
 
 /** The newest /usr/lib/postgresql/N/bin (Debian), else where pg_config says. */
-function pgBinDir(): string {
+export function pgBinDir(): string {
   const base = '/usr/lib/postgresql';
   const versions = (fs.existsSync(base) ? fs.readdirSync(base) : [])
     .filter((v) => fs.existsSync(path.join(base, v, 'bin', 'postgres')))
@@ -622,19 +731,7 @@ export async function benchServers(opts: ServersOptions): Promise<{ json: unknow
   if (want.includes('redis')) workloads.push(new Redis(dir, opts.quick ? 1.25 : 1.5));
   if (want.includes('pgbench')) workloads.push(new Postgres(opts.quick ? 2 : 3));
 
-  interrupted = null;
-  const onSignal = (sig: NodeJS.Signals) => {
-    interrupted = sig;
-    process.stderr.write(`servers: ${sig}: stopping\n`);
-    for (const p of live) signal(p.cli ? p.pid : -p.pid, 'SIGTERM');
-    if (pgData) signal(postmasterPid(pgData), 'SIGINT');
-  };
-  const onExit = () => {
-    for (const p of live) signal(-p.pid, 'SIGKILL');
-    if (pgData) signal(postmasterPid(pgData), 'SIGKILL');
-  };
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, onSignal);
-  process.on('exit', onExit);
+  const unguard = guardSignals('servers');
   const samples: Measurement[] = [];
   try {
     for (const w of workloads) {
@@ -652,13 +749,9 @@ export async function benchServers(opts: ServersOptions): Promise<{ json: unknow
           }
         }
   } finally {
-    for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.off(sig, onSignal);
-    for (const p of [...live]) {
-      signal(p.cli ? p.pid : -p.pid, 'SIGTERM');
-      await reap(p, 15000);
-    }
+    await stopAll();
     for (const w of workloads) await w.cleanup().catch((err) => process.stderr.write(`servers: cleanup of ${w.name}: ${(err as Error).message}\n`));
-    process.off('exit', onExit);
+    unguard();
     fs.rmSync(dir, { recursive: true, force: true });
   }
   if (interrupted) throw new Error(`interrupted by ${interrupted}`);

@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 # tests use (tcpdump; chromium renders the tracer's HTML report), the
 # application benchmark's data store (redis-server, bench/app), and the real
 # servers and their load generators of bench/servers.ts (redis-benchmark is in
-# redis-tools; PostgreSQL, with pgbench, in postgresql and postgresql-contrib).
+# redis-tools; PostgreSQL, with pgbench, in postgresql and postgresql-contrib),
+# and the scheduler experiment's Python front's PostgreSQL driver (psycopg2 for
+# the system /usr/bin/python3, bench/scheduler).
 pkgs=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev make g++ python3 pkg-config iproute2 curl tcpdump chromium
-  redis-server redis-tools postgresql postgresql-contrib)
+  redis-server redis-tools postgresql postgresql-contrib python3-psycopg2)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
