@@ -20,8 +20,8 @@ const SERVER = path.join(__dirname, 'fixtures', 'sched-server.py');
 const PY = '/usr/bin/python3';
 const CLIENT = 'import socket,sys\nc=socket.create_connection((sys.argv[1],int(sys.argv[2])))\nc.sendall(" ".join(sys.argv[3:]).encode()+b"\\n")\nprint(c.makefile().readline().strip())';
 
-/** The default mapping: priority p > 0 -> nice round(-20 p / 255); 0 -> own. */
-const NICE = (p: number, own: number) => (p === 0 ? own : Math.round((-20 * p) / 255) || 0);
+/** The default mapping: priority 1-255 -> nice 19 to -20, linear; 0 -> own. */
+const NICE = (p: number, own: number) => (p === 0 ? own : Math.round(19 - (39 * (p - 1)) / 254) || 0);
 
 /** A causeway run in the background; its stdout's first line (the port) and its end. */
 function background(args: string[]): { child: ChildProcess; port: Promise<number>; done: Promise<{ status: number | null; stderr: string }> } {
@@ -52,21 +52,21 @@ async function ask(prefix: string[], priority: number, host: string, port: numbe
 t.test('the mapping and bad options', async (t) => {
   const d = schedulerTables({});
   t.equal(d.nice[0], 'own');
-  t.equal(d.nice[10], -1);
-  t.equal(d.nice[200], -16);
-  t.equal(d.nice[255], -20);
-  t.equal(d.socketPriority[127], null);
-  t.equal(d.socketPriority[128], 6);
+  t.same([1, 10, 64, 128, 200, 255].map((p) => d.nice[p]), [19, 18, 9, 0, -12, -20]);
+  t.equal(d.socketPriority[128], null);
+  t.equal(d.socketPriority[129], 6);
   t.equal(d.join, 'priority');
   const s = schedulerTables({ nice: ['100/5', '1/own', '200/-10'], socket: 'off', join: 'keep' });
   t.same([s.nice[0], s.nice[1], s.nice[99], s.nice[100], s.nice[199], s.nice[200], s.nice[255]], ['own', 'own', 'own', 5, 5, -10, -10]);
   t.equal(s.socketPriority[255], null);
-  t.same(schedulerTables({ max: -10 }).nice.slice(254), [-10, -10]);
+  const r = schedulerTables({ low: 5, high: -10 }).nice;
+  t.same([r[0], r[1], r[255]], ['own', 5, -10]);
   for (const [spec, msg] of [
     ['scheduler:nice=200/-25', /nice value is -20 to 19/],
     ['scheduler:nice=300/1', /priority 0-255/],
     ['scheduler:nice=fast', /PRIORITY\/VALUE steps/],
-    ['scheduler:max=5,nice=1/1', /not both/],
+    ['scheduler:low=5,nice=1/1', /not both/],
+    ['scheduler:high=-30', /nice value is -20 to 19/],
     ['scheduler:join=random', /join is priority, last, first or keep/],
     ['scheduler:speed=1', /no option "speed"/],
   ] as const) {

@@ -15,7 +15,8 @@ replies and closes. SIGTERM to the parent stops the workers and exits 0.
 --renice is the in-app reference, not causeway: right after reading a request,
 the worker sets its own nice value and its backend's from the request's
 X-Priority header, with the scheduler actor's default mapping (priority p > 0:
-round(-20 * p / 255); 0: the nice value the worker started with). It needs root.
+round(19 - 39 * (p - 1) / 254); 0: the nice value the worker started with).
+It needs root.
 """
 import argparse
 import hashlib
@@ -57,7 +58,8 @@ def serve(sock: socket.socket, args: argparse.Namespace, ready_w: int) -> None:
             if args.renice:
                 m = PRIORITY.search(data)
                 p = int(m.group(1)) if m else 0
-                want = round(-20 * p / 255) if p > 0 else own_nice
+                # Python rounds halves to even, JavaScript up: the same for 1-255 but 128 (-0.5), 0 in both.
+                want = int(round(19 - 39 * (p - 1) / 254)) if p > 0 else own_nice
                 if want != nice:
                     os.setpriority(os.PRIO_PROCESS, 0, want)
                     os.setpriority(os.PRIO_PROCESS, backend, want)

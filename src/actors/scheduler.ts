@@ -9,11 +9,12 @@
  *   causeway run --priority 200 -- psql -c 'select ...'          # a client
  *
  * Mapping (docs/scheduler.md), per record priority p (0-255, higher = more CPU):
- *   nice    p = 0: the thread's own nice; else round(max * p / 255), max = -20
- *           by default (option max=N, -20..19), or a step table
+ *   nice    p = 0 (unmarked): the thread's own nice; 1-255: linear from nice
+ *           19 (background) to -20, 128 -> 0: round(low + (high - low) *
+ *           (p - 1) / 254), options low=19 and high=-20; or a step table
  *           nice=P/N+P/N... (from priority P up: nice N, or "own"; below the
  *           first step: own).
- *   socket  p >= 128: SO_PRIORITY 6 (TC_PRIO_INTERACTIVE: pfifo_fast's first
+ *   socket  p > 128: SO_PRIORITY 6 (TC_PRIO_INTERACTIVE: pfifo_fast's first
  *           band), else unchanged; or socket=P/S+... (S a number or "keep"),
  *           or socket=off.
  *   join    the kernel join rule, "priority" by default (a read that spans
@@ -65,22 +66,23 @@ function socketValue(v: string): number | null {
 
 /** The mapping the options give (exported for docs and tests). */
 export function schedulerTables(options: Record<string, unknown>): { nice: (number | 'own')[]; socketPriority: (number | null)[]; join: JoinRule | 'keep' } {
-  const known = new Set(['nice', 'max', 'socket', 'join', 'report']);
+  const known = new Set(['nice', 'low', 'high', 'socket', 'join', 'report']);
   for (const k of Object.keys(options))
     if (!known.has(k)) throw new CausewayError(`scheduler: no option "${k}" (options: ${[...known].join(', ')})`);
-  if (options.nice !== undefined && options.max !== undefined) throw new CausewayError('scheduler: give nice=STEPS or max=N, not both');
+  if (options.nice !== undefined && (options.low !== undefined || options.high !== undefined))
+    throw new CausewayError('scheduler: give nice=STEPS or low=N,high=N, not both');
   let nice: (number | 'own')[];
   if (options.nice !== undefined) {
     nice = table(steps('nice', options.nice, niceValue), 'own' as const) as (number | 'own')[];
   } else {
-    const max = options.max === undefined ? -20 : niceValue(String(options.max));
-    if (max === 'own') throw new CausewayError('scheduler: max is a nice value, -20 to 19');
-    nice = Array.from({ length: 256 }, (_, p) => (p === 0 ? 'own' : Math.round((max * p) / 255) || 0));
+    const [low, high] = [options.low ?? 19, options.high ?? -20].map((v) => niceValue(String(v)));
+    if (low === 'own' || high === 'own') throw new CausewayError('scheduler: low and high are nice values, -20 to 19');
+    nice = Array.from({ length: 256 }, (_, p) => (p === 0 ? 'own' : Math.round(low + ((high - low) * (p - 1)) / 254) || 0));
   }
   let socketPriority: (number | null)[];
   if (options.socket === 'off') socketPriority = new Array<null>(256).fill(null);
   else if (options.socket !== undefined) socketPriority = table(steps('socket', options.socket, socketValue), null) as (number | null)[];
-  else socketPriority = Array.from({ length: 256 }, (_, p) => (p >= 128 ? 6 : null));
+  else socketPriority = Array.from({ length: 256 }, (_, p) => (p > 128 ? 6 : null));
   const join = String(options.join ?? 'priority');
   if (!['priority', 'last', 'first', 'keep'].includes(join)) throw new CausewayError(`scheduler: join is priority, last, first or keep, not "${join}"`);
   return { nice, socketPriority, join: join as JoinRule | 'keep' };
