@@ -221,6 +221,10 @@ struct cw_chan {
 	__u32 inst_head;	/* FIFO: the highest pipe->head seen (it only grows in one instance) */
 	__u64 inst;		/* FIFO: the pipe instance (struct pipe_inode_info) its counters belong to */
 	char name[CW_PATH_BYTES];	/* UNIX: bound path, "\0abstract", or empty (socketpair) */
+	/* TCP sk_in, with the scheduler on: the thread that read last (tid, start_boottime), reniced when a record arrives. */
+	__u32 reader;
+	__u32 reader_pad;
+	__u64 reader_start;
 	struct cw_seg seg[CW_SEGS];
 };
 

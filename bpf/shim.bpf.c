@@ -444,6 +444,7 @@ int BPF_PROG(handle_sock_recv, struct sock *sk, int ret, int flags)
 	if (!(flags & MSG_PEEK))
 		ch->rd = seq;
 	chan_read(t, ch, rd0, ret);
+	sched_reader(t, ch);
 	return 0;
 }
 

@@ -11,7 +11,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync, spawn, ChildProcess } from 'node:child_process';
-import { bpfUnavailable, BIN, causeway, cgroup2Mount, runCommand, tmpdir, waitFor } from './helpers';
+import { bpfUnavailable, BIN, causeway, cgroup2Mount, ROOT, runCommand, tmpdir, waitFor } from './helpers';
 import { makeHosts, subnet } from './netns';
 import { schedulerTables } from '../src/actors/scheduler';
 
@@ -115,6 +115,49 @@ t.test('a server thread follows the priority of the request it serves', { skip: 
   t.ok(rep.reniced >= 5, `reniced ${rep.reniced} times`);
   t.ok(rep.latencySamples > 0 && rep.latencyP50Ns > 0, 'latency measured');
   t.match(end.stderr, /scheduler: \d+ priority change\(s\), \d+ renice\(s\) of \d+ thread\(s\), in effect [\d.]+ µs after the change/);
+});
+
+/** A Node client (the SDK changes its record per request) on one connection: NICE_AFTER_FIRST NICE_WHILE_WAITING NICE_SERVING_SECOND. */
+const SDK_CLIENT = `
+const sdk = require('causeway/sdk');
+const net = require('node:net');
+const fs = require('node:fs');
+const [host, port] = process.argv.slice(1);
+const s = net.connect(Number(port), host);
+let buf = '';
+let waiter;
+s.on('data', (d) => {
+  buf += d;
+  for (let i; (i = buf.indexOf('\\n')) >= 0; buf = buf.slice(i + 1)) waiter(buf.slice(0, i));
+});
+const next = () => new Promise((r) => (waiter = r));
+const send = (priority, text) => sdk.run(sdk.newTrace({ priority }), () => s.write(text + '\\n'));
+s.on('connect', async () => {
+  send(10, 'persist');
+  const [tid, first] = (await next()).split(' ');
+  send(200, 'again');
+  await new Promise((r) => setTimeout(r, 250)); // the server reads it only 0.5 s after its reply
+  const st = fs.readFileSync('/proc/' + tid + '/stat', 'utf8');
+  const waiting = st.slice(st.lastIndexOf(')') + 2).split(' ')[16];
+  const [, second] = (await next()).split(' ');
+  console.log(first, waiting, second);
+  s.end();
+});
+`;
+
+t.test('a record arriving on a connection renices its reader before it reads', { skip: skip ?? false, timeout: 120000 }, async (t) => {
+  const srv = background(['run', '--no-sample', '--actor', 'scheduler', '--', PY, SERVER]);
+  t.teardown(() => srv.child.kill('SIGKILL'));
+  const port = await srv.port;
+  const r = await causeway(['run', '-q', '--', process.execPath, '-e', SDK_CLIENT, '127.0.0.1', String(port)], { cwd: ROOT });
+  t.equal(r.status, 0, r.stderr);
+  const [first, waiting, second] = r.stdout.trim().split(' ').map(Number);
+  t.equal(first, NICE(10, 0), 'the first request (priority 10) is served at its nice');
+  t.equal(waiting, NICE(200, 0), 'the second (priority 200) arrived while the thread was not reading: it runs at its nice already');
+  t.equal(second, NICE(200, 0), 'and serves it so');
+  await ask([], 0, '127.0.0.1', port, 'quit');
+  const end = await srv.done;
+  t.equal(end.status, 0, end.stderr);
 });
 
 t.test('TCP packets of a high-priority request leave with its socket priority', { skip: skip ?? false, timeout: 120000 }, async (t) => {

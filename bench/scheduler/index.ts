@@ -144,6 +144,25 @@ export interface Measurement {
   nice: { front: Record<string, number>; backend: Record<string, number> };
   /** The causeway runs' summary lines, parsed. */
   runs: { front: RunSummary | null; pg: RunSummary | null; high: RunSummary | null; low: RunSummary | null };
+  /** The scheduler's own line in the front's and PostgreSQL's runs (with only; per server lifetime). */
+  sched?: { front: SchedLine | null; pg: SchedLine | null };
+}
+
+/** What `--actor scheduler` printed at the end of a run. */
+export interface SchedLine {
+  changes: number;
+  renices: number;
+  threads: number;
+  p50Us: number;
+  p99Us: number;
+  maxUs: number;
+  measured: number;
+}
+
+function parseSchedLine(text: string): SchedLine | null {
+  const m = /scheduler: (\d+) priority change\(s\), (\d+) renice\(s\) of (\d+) thread\(s\)(?:, in effect ([\d.]+) µs after the change \(p50; p99 ([\d.]+) µs, max ([\d.]+) µs, (\d+) measured\))?/.exec(text);
+  if (!m) return null;
+  return { changes: +m[1], renices: +m[2], threads: +m[3], p50Us: +(m[4] ?? NaN), p99Us: +(m[5] ?? NaN), maxUs: +(m[6] ?? NaN), measured: +(m[7] ?? 0) };
 }
 
 /** What BENCHMARKS.json keeps of the experiment. */
@@ -258,14 +277,15 @@ async function startServers(env: Env, config: SchedConfig, work: string, setup: 
 }
 
 /** Stops the front, then PostgreSQL; returns their runs' summaries. */
-async function stopServers(env: Env, s: Servers): Promise<{ front: RunSummary | null; pg: RunSummary | null }> {
+async function stopServers(env: Env, s: Servers): Promise<{ front: RunSummary | null; pg: RunSummary | null; sched: { front: SchedLine | null; pg: SchedLine | null } }> {
   signal(s.front.pid, 'SIGTERM'); // the CLI forwards it to front.py, which stops its workers
   const fst = await reap(s.front, 15000);
   env.pg.stop(s.pg);
   const pst = await reap(s.pg, 30000);
   if (fst !== 0) throw new Error(`the front's run exited with ${fst}:\n${tail(s.frontLog)}`);
   if (pst !== 0) throw new Error(`PostgreSQL's run exited with ${pst}:\n${tail(s.pgLog)}`);
-  return { front: parseSummary(fs.readFileSync(s.frontLog, 'utf8')), pg: parseSummary(fs.readFileSync(s.pgLog, 'utf8')) };
+  const [front, pg] = [fs.readFileSync(s.frontLog, 'utf8'), fs.readFileSync(s.pgLog, 'utf8')];
+  return { front: parseSummary(front), pg: parseSummary(pg), sched: { front: parseSchedLine(front), pg: parseSchedLine(pg) } };
 }
 
 /** One class's loadgen, as it is to be run. */
@@ -427,6 +447,7 @@ export async function benchScheduler(opts: SchedulerOptions): Promise<{ json: Sc
             steal: d.steal,
             nice: d.nice,
             runs: { front: res.runs.front, pg: res.runs.pg, high: d.runs.high ?? null, low: d.runs.low ?? null },
+            ...(config === 'with' ? { sched: res.runs.sched } : {}),
           };
           measurements.push(m);
           say(`round ${r + 1}/${rounds}, ${config}, ${load}: ${progressLine(m)}`);
@@ -595,7 +616,19 @@ export function schedulerMarkdown(j: SchedulerBench): string {
     );
   };
   const present = CONFIGS.filter((c) => of(c, 'overload').length);
-  lines.push('', ...present.map(runLine), '', '### Against the targets', '');
+  lines.push('', ...present.map(runLine));
+  // The reactor's latency, as the actor measured it in the servers' runs (overload and quiet, per server lifetime).
+  const withMs = of('with', 'overload').filter((m) => m.sched);
+  if (withMs.length) {
+    const tier = (k: 'front' | 'pg', name: string) => {
+      const xs = withMs.map((m) => m.sched![k]).filter((x): x is SchedLine => x !== null);
+      if (!xs.length) return `${name}: no scheduler line`;
+      const c = (f: (x: SchedLine) => number, d = 0) => `${fmt(median(xs.map(f)), d)} (${fmt(Math.min(...xs.map(f)), d)}-${fmt(Math.max(...xs.map(f)), d)})`;
+      return `${name} ${c((x) => x.renices)} renices, in effect ${c((x) => x.p50Us)} µs after the kernel's report at the median, ${c((x) => x.p99Us)} µs at p99, at most ${c((x) => x.maxUs)} µs`;
+    };
+    lines.push(`- The scheduler's reactor, as the actor measured it in each server run (its lifetime: overload and no contention; medians of the rounds, ranges): ${tier('front', 'front')}; ${tier('pg', 'PostgreSQL')}.`);
+  }
+  lines.push('', '### Against the targets', '');
   // High-priority p99 at least 3 times lower: met only if the worst round of the configuration meets it against the best round without.
   const p99Line = (config: SchedConfig, judge: boolean) => {
     const pw = cls('without', 'overload', 'high', 'p99Ms');

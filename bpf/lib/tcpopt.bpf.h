@@ -427,6 +427,8 @@ static __always_inline void opt_parse(struct bpf_sock_ops *skops)
 		}
 	}
 	count(CW_C_OPT_RECEIVED, 1);
+	if (!ch->head || ch->seg[(ch->head - 1) & SEG_MASK].rec.priority != rec.priority)
+		sched_arrival(ch, &rec);
 	seg_publish(ch, &rec, seq);
 }
 

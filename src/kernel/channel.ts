@@ -5,9 +5,9 @@
 import { RECORD_BYTES } from './record';
 
 /** Bytes of struct cw_chan. */
-export const CHAN_BYTES = 1320;
+export const CHAN_BYTES = 1336;
 /** Offset of seg[] in struct cw_chan. */
-export const CHAN_SEG_OFFSET = 168;
+export const CHAN_SEG_OFFSET = 184;
 /** Offset of wr (u64: units written so far). */
 export const CHAN_OFF_WR = 0;
 /** Offset of rd (u64: units read so far). */
