@@ -142,6 +142,7 @@ enum cw_sched_kind {
 	CW_SCHED_PRIO = 1,	/* tid now holds a record of priority prio */
 	CW_SCHED_FORK,		/* tid was forked by parent (and runs at its nice) */
 	CW_SCHED_EXIT,		/* tid exited */
+	CW_SCHED_IDLE,		/* tid waits in a blocking accept(): it serves no one, at its own nice */
 };
 
 struct cw_sched_event {

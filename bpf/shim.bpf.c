@@ -260,6 +260,33 @@ static __always_inline void splice_enter(struct cw_task *t, struct pt_regs *regs
 	t->op = id == CW_NR_tee ? CW_OP_TEE : CW_OP_SPLICE;
 }
 
+/*
+ * A thread that waits for a new connection in a blocking accept() has stopped
+ * serving: its own nice until it adopts the next request's record (reported
+ * then whatever its priority: t->sched is cleared). Not for a non-blocking
+ * listener: an event loop that accepts may still be serving others.
+ */
+static __always_inline void sched_idle(int fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct cw_task *t = task_state();
+	struct fdtable *fdt;
+	struct file **fds;
+	struct file *file;
+
+	if (!t || !t->sched)
+		return;
+	fdt = task->files->fdt;
+	if (fd < 0 || (unsigned int)fd >= fdt->max_fds)
+		return;
+	fds = bpf_rdonly_cast(fdt->fd, 0);
+	file = bpf_rdonly_cast(fds[fd & 0xfffffff], bpf_core_type_id_kernel(struct file));
+	if (!file || (file->f_flags & CW_O_NONBLOCK))
+		return;
+	t->sched = 0;
+	sched_send(CW_SCHED_IDLE, 0, bpf_get_current_task_btf(), 0);
+}
+
 SEC("tp_btf/sys_enter")
 int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
 {
@@ -269,8 +296,11 @@ int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
 	__u64 adv = 0;
 	__u32 kind;
 
-	if (!write_syscall(id))
+	if (!write_syscall(id)) {
+		if (id == CW_NR_accept || id == CW_NR_accept4)
+			sched_idle(CW_ARG1(regs));
 		return 0;
+	}
 	t = task_state();
 	if (!t)
 		return 0;

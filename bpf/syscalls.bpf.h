@@ -9,6 +9,8 @@
 #define CW_NR_readv 19
 #define CW_NR_writev 20
 #define CW_NR_sendfile 40
+#define CW_NR_accept 43
+#define CW_NR_accept4 288
 #define CW_NR_sendto 44
 #define CW_NR_recvfrom 45
 #define CW_NR_sendmsg 46

@@ -91,6 +91,20 @@ void SchedReactor::OnEvent(const cw_sched_event &e) {
     threads_.erase(tid);
     return;
   }
+  if (e.kind == CW_SCHED_IDLE) {
+    // Serving no one: its own nice, if it was reniced.
+    auto it = threads_.find(tid);
+    if (it == threads_.end() || it->second.start != e.start || it->second.now == it->second.own) return;
+    if (setpriority(PRIO_PROCESS, tid, it->second.own) == 0) {
+      it->second.now = it->second.own;
+      stats_.idled++;
+    } else if (errno == ESRCH) {
+      threads_.erase(it);
+    } else {
+      stats_.failed++;
+    }
+    return;
+  }
   if (e.kind == CW_SCHED_FORK) {
     // The child's own nice is its parent's own. It runs at the nice its parent
     // had when it forked, which may predate a renice of the parent that this

@@ -160,6 +160,48 @@ t.test('a record arriving on a connection renices its reader before it reads', {
   t.equal(end.status, 0, end.stderr);
 });
 
+/** One thread that accepts and serves each connection itself (prefork style): "PID NICE" per request. */
+const ACCEPTOR = `
+import os, socket, time
+s = socket.socket()
+s.bind(('127.0.0.1', 0))
+s.listen(8)
+print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept()
+    line = c.makefile('rb').readline().split()
+    time.sleep(0.05)
+    with open('/proc/thread-self/stat') as f:
+        nice = f.read().rsplit(')', 1)[1].split()[16]
+    c.sendall(('bye' if line[0] == b'quit' else f'{os.getpid()} {nice}').encode() + b'\\n')
+    c.close()
+    if line[0] == b'quit':
+        break
+`;
+
+t.test('a thread waiting in accept() serves no one: its own nice', { skip: skip ?? false, timeout: 120000 }, async (t) => {
+  const OWN = 3;
+  const dir = tmpdir(t);
+  const report = path.join(dir, 'report.json');
+  const srv = background(['run', '--no-sample', '--actor', `scheduler:report=${report}`, '--', 'nice', '-n', String(OWN), PY, '-c', ACCEPTOR]);
+  t.teardown(() => srv.child.kill('SIGKILL'));
+  const port = await srv.port;
+  const niceOf = (pid: number) => {
+    const st = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[16]);
+  };
+  for (const p of [200, 10]) {
+    const [pid, serving] = (await ask([], p, '127.0.0.1', port, 'nice')).split(' ').map(Number);
+    t.equal(serving, NICE(p, OWN), `priority ${p}: served at nice ${NICE(p, OWN)}`);
+    await waitFor(() => niceOf(pid) === OWN, 5000, `the server back at its own nice in accept() after priority ${p}`).catch(() => undefined);
+    t.equal(niceOf(pid), OWN, `priority ${p}: back in accept(), it waits at its own nice`);
+  }
+  await ask([], 0, '127.0.0.1', port, 'quit');
+  const end = await srv.done;
+  t.equal(end.status, 0, end.stderr);
+  t.ok(JSON.parse(fs.readFileSync(report, 'utf8')).idled >= 2, 'counted as idle twice');
+});
+
 t.test('TCP packets of a high-priority request leave with its socket priority', { skip: skip ?? false, timeout: 120000 }, async (t) => {
   const [server, client] = makeHosts(t, 2);
   // HTB puts a packet whose priority names one of its classes (major 1:) in that class:

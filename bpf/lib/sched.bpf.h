@@ -8,6 +8,8 @@
 #ifndef CW_SCHED_BPF_H
 #define CW_SCHED_BPF_H
 
+#define CW_O_NONBLOCK 04000
+
 static __always_inline bool sched_on(void)
 {
 	__u32 zero = 0;

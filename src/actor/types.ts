@@ -105,6 +105,8 @@ export interface SchedulingStats {
   /** Threads that had exited when reniced; other failures. */
   gone: number;
   failed: number;
+  /** Threads given their own nice back while waiting in a blocking accept() (serving no one). */
+  idled: number;
   /** At the end: threads given their own nice back; tids that had become other threads (left alone). */
   restored: number;
   reused: number;

@@ -37,6 +37,7 @@ export interface NativeSchedStats {
   gone: number;
   failed: number;
   restored: number;
+  idled: number;
   reused: number;
   threads: number;
   realtime: boolean;
