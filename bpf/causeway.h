@@ -89,7 +89,7 @@ struct cw_task {
 	__u32 op;		/* CW_OP_*, 0 = nothing pending */
 	__u8 msgs;		/* out counts messages (UNIX datagrams) */
 	__u8 pad;
-	__u16 sched;		/* the scheduler: 1 + the priority user space was last told of; 0 = none yet */
+	__u16 sched;		/* the scheduler: 1 + the priority user space was last told of; 0 = none yet, or idle */
 	/* The in-process SDK (struct cw_sdk_slot): 0 = the thread has no slot. */
 	__u32 sdk_slot;		/* slot index + 1 in its process's map of sdk_procs */
 	__u32 sdk_gen;		/* the slot's app_gen that rec reflects; 0 = rec is the kernel's own */
@@ -143,6 +143,7 @@ enum cw_sched_kind {
 	CW_SCHED_FORK,		/* tid was forked by parent (and runs at its nice) */
 	CW_SCHED_EXIT,		/* tid exited */
 	CW_SCHED_IDLE,		/* tid waits in a blocking accept(): it serves no one, at its own nice */
+	CW_SCHED_ARRIVAL,	/* a record of priority prio arrived where tid read last (reported by the receive path, not by tid) */
 };
 
 struct cw_sched_event {

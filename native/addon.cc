@@ -313,6 +313,7 @@ class Shim : public Napi::ObjectWrap<Shim> {
     o.Set("failed", static_cast<double>(s.failed));
     o.Set("restored", static_cast<double>(s.restored));
     o.Set("idled", static_cast<double>(s.idled));
+    o.Set("arrivals", static_cast<double>(s.arrivals));
     o.Set("reused", static_cast<double>(s.reused));
     o.Set("threads", static_cast<double>(s.tracked));
     o.Set("realtime", s.realtime);

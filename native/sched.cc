@@ -105,6 +105,19 @@ void SchedReactor::OnEvent(const cw_sched_event &e) {
     }
     return;
   }
+  if (e.kind == CW_SCHED_ARRIVAL) {
+    // Reported from the receive path, not by the thread: its tid may name
+    // another thread by now. Only a thread this reactor knows, and only if
+    // /proc still shows it started when it did.
+    auto it = threads_.find(tid);
+    uint64_t tick = 1000000000ULL / sysconf(_SC_CLK_TCK);
+    if (it == threads_.end() || it->second.start / tick != e.start / tick) return;
+    long long ticks = StartTicks(tid);
+    if (ticks < 0 || static_cast<uint64_t>(ticks) != e.start / tick) return;
+    stats_.arrivals++;
+    Set(tid, e.start, e.prio, e.ts);
+    return;
+  }
   if (e.kind == CW_SCHED_FORK) {
     // The child's own nice is its parent's own. It runs at the nice its parent
     // had when it forked, which may predate a renice of the parent that this

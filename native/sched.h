@@ -32,6 +32,7 @@ class SchedReactor {
     uint64_t reniced = 0;    // setpriority calls that changed a nice value
     uint64_t gone = 0;       // threads that had exited when reniced (ESRCH)
     uint64_t failed = 0;     // other setpriority/getpriority failures
+    uint64_t arrivals = 0;   // renices ahead of a read: a record arrived where the thread read last
     uint64_t idled = 0;      // threads given their own nice back while waiting in accept()
     uint64_t restored = 0;   // threads given their own nice back at the end
     uint64_t reused = 0;     // at the end: tids now another thread (left alone)

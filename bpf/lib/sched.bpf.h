@@ -82,7 +82,7 @@ static __always_inline void sched_arrival(const struct cw_chan *ch, const struct
 {
 	if (!ch->reader || !sched_on())
 		return;
-	sched_send_tid(CW_SCHED_PRIO, rec->priority, ch->reader, 0, ch->reader_start, 0);
+	sched_send_tid(CW_SCHED_ARRIVAL, rec->priority, ch->reader, 0, ch->reader_start, 0);
 }
 
 /* A thread that was told of forked: its child runs at the parent's nice, whose own the reactor knows. */

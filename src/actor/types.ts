@@ -107,6 +107,8 @@ export interface SchedulingStats {
   failed: number;
   /** Threads given their own nice back while waiting in a blocking accept() (serving no one). */
   idled: number;
+  /** Threads reniced ahead of their read: a record arrived on the TCP connection they read last. */
+  arrivals: number;
   /** At the end: threads given their own nice back; tids that had become other threads (left alone). */
   restored: number;
   reused: number;

@@ -114,7 +114,8 @@ export function scheduler(options: Record<string, unknown>): Actor {
         .filter(Boolean).join(', ');
       ctx.log(
         `${s.changes} priority change(s), ${s.reniced} renice(s) of ${s.threads} thread(s)${latency}; ` +
-          `${s.restored} thread(s) given their own nice back at the end${problems ? `; ${problems}` : ''}` +
+          `${s.arrivals} reniced ahead of their read, ${s.idled} back to their own nice waiting in accept(), ` +
+          `${s.restored} given their own nice back at the end${problems ? `; ${problems}` : ''}` +
           (s.realtime ? '' : '; the reactor could not run SCHED_FIFO'),
       );
       if (report) fs.writeFileSync(report, JSON.stringify({ ...s, latencyNs: undefined, latencyP50Ns: percentile(lat, 0.5), latencyP99Ns: percentile(lat, 0.99), latencyMaxNs: lat[lat.length - 1] ?? null, latencySamples: lat.length }, null, 2) + '\n');

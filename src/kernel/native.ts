@@ -38,6 +38,7 @@ export interface NativeSchedStats {
   failed: number;
   restored: number;
   idled: number;
+  arrivals: number;
   reused: number;
   threads: number;
   realtime: boolean;

@@ -83,7 +83,7 @@ export class KernelPolicy {
     const stats = (): SchedulingStats => {
       if (final) return final;
       const s = this.shim.schedulerStats();
-      return { ...(s ?? { changes: 0, reniced: 0, gone: 0, failed: 0, restored: 0, idled: 0, reused: 0, threads: 0, realtime: false, latencyNs: [] }), lost: this.shim.counters().schedulerLost };
+      return { ...(s ?? { changes: 0, reniced: 0, gone: 0, failed: 0, restored: 0, idled: 0, arrivals: 0, reused: 0, threads: 0, realtime: false, latencyNs: [] }), lost: this.shim.counters().schedulerLost };
     };
     return {
       stats,
