@@ -1,8 +1,10 @@
 #include "sched.h"
 
 #include <bpf/libbpf.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/syscall.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,6 +20,10 @@
 #include "causeway.h"
 
 namespace {
+
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD 0x80  // O_EXCL: a pidfd for one thread (Linux 6.9)
+#endif
 
 constexpr int kPollMs = 50;                 // how long Stop() may wait for the thread
 constexpr size_t kLatencySamples = 1 << 16;  // latencies kept for percentiles
@@ -59,6 +65,22 @@ SchedReactor::SchedReactor(int ringbuf_fd, const std::vector<int> &nice) : nice_
 SchedReactor::~SchedReactor() {
   Stop();
   ring_buffer__free(rb_);
+  for (auto &[tid, t] : threads_)
+    if (t.pidfd >= 0) close(t.pidfd);
+}
+
+SchedReactor::Threads::iterator SchedReactor::Track(int tid, Thread t) {
+  auto old = threads_.find(tid);
+  if (old != threads_.end()) Forget(old);
+  // Right after the thread's own report: the tid names it (another thread could
+  // take it only after it exited and pid numbers wrapped around).
+  t.pidfd = static_cast<int>(syscall(SYS_pidfd_open, tid, PIDFD_THREAD));
+  return threads_.emplace(tid, t).first;
+}
+
+void SchedReactor::Forget(Threads::iterator it) {
+  if (it->second.pidfd >= 0) close(it->second.pidfd);
+  threads_.erase(it);
 }
 
 void SchedReactor::Stop() {
@@ -88,7 +110,8 @@ void SchedReactor::OnEvent(const cw_sched_event &e) {
   std::lock_guard<std::mutex> lock(mu_);
   int tid = static_cast<int>(e.tid);
   if (e.kind == CW_SCHED_EXIT) {
-    threads_.erase(tid);
+    auto it = threads_.find(tid);
+    if (it != threads_.end()) Forget(it);
     return;
   }
   if (e.kind == CW_SCHED_IDLE) {
@@ -99,7 +122,7 @@ void SchedReactor::OnEvent(const cw_sched_event &e) {
       it->second.now = it->second.own;
       stats_.idled++;
     } else if (errno == ESRCH) {
-      threads_.erase(it);
+      Forget(it);
     } else {
       stats_.failed++;
     }
@@ -107,13 +130,16 @@ void SchedReactor::OnEvent(const cw_sched_event &e) {
   }
   if (e.kind == CW_SCHED_ARRIVAL) {
     // Reported from the receive path, not by the thread: its tid may name
-    // another thread by now. Only a thread this reactor knows, and only if
-    // /proc still shows it started when it did.
+    // another thread by now. Only a thread this reactor knows, whose pidfd
+    // says it has not exited (then its tid is still its own).
     auto it = threads_.find(tid);
     uint64_t tick = 1000000000ULL / sysconf(_SC_CLK_TCK);
-    if (it == threads_.end() || it->second.start / tick != e.start / tick) return;
-    long long ticks = StartTicks(tid);
-    if (ticks < 0 || static_cast<uint64_t>(ticks) != e.start / tick) return;
+    if (it == threads_.end() || it->second.start / tick != e.start / tick || it->second.pidfd < 0) return;
+    struct pollfd p = {it->second.pidfd, POLLIN, 0};
+    if (poll(&p, 1, 0) != 0) {  // readable: exited (or an error)
+      Forget(it);
+      return;
+    }
     stats_.arrivals++;
     Set(tid, e.start, e.prio, e.ts);
     return;
@@ -124,12 +150,12 @@ void SchedReactor::OnEvent(const cw_sched_event &e) {
     // reactor made since: make it the parent's nice now.
     auto p = threads_.find(static_cast<int>(e.parent));
     if (p == threads_.end()) return;
-    Thread child{e.start, p->second.own, p->second.now};
+    Thread child{e.start, p->second.own, p->second.now, -1};
     errno = 0;
     int has = getpriority(PRIO_PROCESS, tid);
     if (has == -1 && errno != 0) return;  // exited already
     if (has != child.now && setpriority(PRIO_PROCESS, tid, child.now) != 0) child.now = has;
-    threads_[tid] = child;
+    Track(tid, child);
     return;
   }
   stats_.changes++;
@@ -149,7 +175,7 @@ void SchedReactor::Set(int tid, uint64_t start, int prio, uint64_t ts) {
   uint64_t tick = 1000000000ULL / sysconf(_SC_CLK_TCK);
   // A tid seen before, but another thread now (or, from Apply, known only to the tick).
   if (it != threads_.end() && it->second.start / tick != start / tick) {
-    threads_.erase(it);
+    Forget(it);
     it = threads_.end();
   }
   int want = nice_[prio & 0xff];
@@ -162,7 +188,7 @@ void SchedReactor::Set(int tid, uint64_t start, int prio, uint64_t ts) {
       else stats_.failed++;
       return;
     }
-    it = threads_.emplace(tid, Thread{start, own, own}).first;
+    it = Track(tid, Thread{start, own, own, -1});
     stats_.tracked++;
   }
   if (want == kOwn) want = it->second.own;
@@ -170,7 +196,7 @@ void SchedReactor::Set(int tid, uint64_t start, int prio, uint64_t ts) {
   if (setpriority(PRIO_PROCESS, tid, want) != 0) {
     if (errno == ESRCH) {
       stats_.gone++;
-      threads_.erase(it);
+      Forget(it);
     } else {
       stats_.failed++;
     }

@@ -47,7 +47,11 @@ class SchedReactor {
     uint64_t start;  // start_boottime ns: tid + start = this thread, not a later one
     int own;         // its nice before the scheduler touched it
     int now;         // its nice as last set
+    int pidfd;       // the thread's pidfd (-1: none): tells whether the tid still names it
   };
+  using Threads = std::unordered_map<int, Thread>;
+  Threads::iterator Track(int tid, Thread t);  // mu_ held: opens the pidfd
+  void Forget(Threads::iterator it);          // mu_ held: closes it
   void Run();
   void OnEvent(const cw_sched_event &e);
   void Set(int tid, uint64_t start, int prio, uint64_t ts);  // mu_ held
@@ -55,7 +59,7 @@ class SchedReactor {
   ring_buffer *rb_ = nullptr;
   std::vector<int> nice_;
   std::mutex mu_;
-  std::unordered_map<int, Thread> threads_;
+  Threads threads_;
   Stats stats_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;
