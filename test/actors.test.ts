@@ -295,7 +295,7 @@ t.test('actor fields: no collisions, and a declaration that does not fit', { ski
   t.notMatch(r.stderr, /causeway: \d+ events/, 'nor the shim');
   const bad = await causeway(['run', '--actor', 'no-such-actor', '--', 'true']);
   t.equal(bad.status, 1);
-  t.match(bad.stderr, /no built-in actor "no-such-actor" \(built-in: ingress-mint, accountant\)/);
+  t.match(bad.stderr, /no built-in actor "no-such-actor" \(built-in: ingress-mint, accountant, scheduler\)/);
 });
 
 t.test('kernel policy: the join rule', { skip: skip ?? false }, async (t) => {

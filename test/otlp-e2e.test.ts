@@ -735,7 +735,7 @@ function checkWorkload(t: Test, graphs: Shown[], spans: number): void {
   const kinds = new Set(events.filter(moves).map((e) => e.channel?.kind));
   t.ok(new Set(events.map((e) => proc(e))).size >= 10, 'several processes');
   for (const k of ['pipe', 'tcp', 'unix']) t.ok(kinds.has(k as ShownChannel['kind']), `hops over ${k}`);
-  t.ok(graphs.some((g) => g.spans.some((sp) => sp.links.length > 0)), 'a join with a link');
+  t.ok(graphs.some((g) => g.spans.some((sp) => sp.links.length > 0)), `a join with a link (join events: ${events.filter((e) => e.type === 'join').map((e) => JSON.stringify(e)).join(' ')})`);
   t.ok(spans > BATCH, `more spans (${spans}) than one request carries (${BATCH})`);
   t.ok(events.some((e) => e.type === 'exit' && e.exitCode === STATUS), 'an exit with an error status');
 }
