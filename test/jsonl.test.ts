@@ -253,7 +253,8 @@ t.test('random struct contents: 100,000 events and more, byte for byte', async (
   let events = 0;
   let batches = 0;
   let failed = 0;
-  for (let i = 0; i < 260 && failed < 3; i++) {
+  // At least 260 batches and 100,000 events, whatever sizes the seed draws.
+  for (let i = 0; (i < 260 || events < 100000) && failed < 3; i++) {
     const count = i === 0 ? 0 : i === 1 ? 1 : 1 + Math.floor(rand(800));
     let raw = randomBatch(rand, count, i % 2 === 1);
     if (i % 7 === 3) raw = Buffer.concat([raw, Buffer.alloc(1 + Math.floor(rand(EVENT_BYTES - 1)), 0xa5)]); // a trailing partial event
