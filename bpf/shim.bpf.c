@@ -284,7 +284,7 @@ static __always_inline void sched_idle(int fd)
 	if (!file || (file->f_flags & CW_O_NONBLOCK))
 		return;
 	t->sched = 0;
-	sched_send(CW_SCHED_IDLE, 0, bpf_get_current_task_btf(), 0);
+	sched_send(CW_SCHED_IDLE, 0, task, 0);
 }
 
 SEC("tp_btf/sys_enter")
