@@ -28,6 +28,8 @@ const volatile __u64 cw_wakeup_bytes = 65536;	/* wake the reader past this backl
 const volatile bool cw_emit_events = true;	/* false: propagate only, no ring buffer */
 const volatile __u8 cw_opt_kind = 253;		/* TCP option kind (RFC 6994 experimental) */
 const volatile __u16 cw_opt_exid = 0xc5a7;	/* its ExID */
+/* true (causeway attach --pid): children of followed threads are followed wherever they live; false: only inside run_cgroup. */
+const volatile bool cw_follow_tracked = false;
 
 /*
  * The run's cgroup, by file descriptor: the kernel compares cgroups, not ids
@@ -183,6 +185,8 @@ struct {
 
 static __always_inline bool in_scope(void)
 {
+	if (cw_follow_tracked)
+		return true;	/* the caller checks that the parent is followed */
 	return bpf_current_task_under_cgroup(&run_cgroup, 0) == 1;
 }
 

@@ -81,6 +81,7 @@ class Shim : public Napi::ObjectWrap<Shim> {
                            InstanceMethod("counters", &Shim::Counters),
                            InstanceMethod("readTask", &Shim::ReadTask),
                            InstanceMethod("writeRecord", &Shim::WriteRecord),
+                           InstanceMethod("adoptThread", &Shim::AdoptThread),
                            InstanceMethod("mapLookup", &Shim::MapLookup),
                            InstanceMethod("mapUpdate", &Shim::MapUpdate),
                            InstanceMethod("mapDelete", &Shim::MapDelete),
@@ -116,6 +117,7 @@ class Shim : public Napi::ObjectWrap<Shim> {
     shim_->rodata->cw_emit_events = opts.Get("emitEvents").ToBoolean().Value();
     shim_->rodata->cw_opt_kind = opts.Get("optKind").As<Napi::Number>().Uint32Value();
     shim_->rodata->cw_opt_exid = opts.Get("optExid").As<Napi::Number>().Uint32Value();
+    shim_->rodata->cw_follow_tracked = opts.Get("followTracked").ToBoolean().Value();
     uint32_t rb_bytes = opts.Get("ringbufBytes").As<Napi::Number>().Uint32Value();
     if ((err = bpf_map__set_max_entries(shim_->maps.events, rb_bytes)) != 0)
       Fail(env, err, "size the ring buffer", log.log);
@@ -250,6 +252,38 @@ class Shim : public Napi::ObjectWrap<Shim> {
     if (err) ThrowErrno(env, err, "write the record of thread " + std::to_string(tid));
     if (sched_) sched_->Apply(tid, task.rec.priority);
     return env.Undefined();
+  }
+
+  // adoptThread(tid, Buffer of struct cw_record, start): follows a thread that
+  // runs already (causeway attach). start is the thread's start time (field 22
+  // of /proc/TID/stat) as read when it was found in the target: the thread is
+  // held by a pidfd, then its start time is read again, so a tid reused since
+  // is never adopted. A thread followed already (a child of an adopted one)
+  // keeps its record. Returns "adopted", "followed" or "gone".
+  Napi::Value AdoptThread(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    RequireShim(env);
+    int tid = info[0].As<Napi::Number>().Int32Value();
+    auto rec = info[1].As<Napi::Buffer<uint8_t>>();
+    uint64_t start = static_cast<uint64_t>(info[2].As<Napi::Number>().Int64Value());
+    if (rec.Length() != sizeof(struct cw_record))
+      throw Napi::TypeError::New(env, "a record is " + std::to_string(sizeof(struct cw_record)) + " bytes");
+    int pidfd = PidfdOpen(tid);
+    if (pidfd < 0) return Napi::String::New(env, "gone");
+    if (StartTicks(tid) != static_cast<long long>(start)) {
+      close(pidfd);
+      return Napi::String::New(env, "gone");
+    }
+    struct cw_task task;
+    memset(&task, 0, sizeof(task));
+    memcpy(&task.rec, rec.Data(), sizeof(task.rec));
+    int err = bpf_map__update_elem(shim_->maps.tasks, &pidfd, sizeof(pidfd), &task, sizeof(task), BPF_NOEXIST);
+    close(pidfd);
+    if (err == -EEXIST) return Napi::String::New(env, "followed");
+    if (err == -ESRCH) return Napi::String::New(env, "gone");
+    if (err) ThrowErrno(env, err, "follow thread " + std::to_string(tid));
+    if (sched_) sched_->Apply(tid, task.rec.priority);
+    return Napi::String::New(env, "adopted");
   }
 
   // schedStart(nice: number[256], skprio: number[256]): the scheduler runs.

@@ -34,7 +34,8 @@ uint64_t BootNs() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + ts.tv_nsec;
 }
 
-// A thread's start time in clock ticks since boot (/proc/PID/task/TID/stat, field 22), or -1.
+}  // namespace
+
 long long StartTicks(int tid) {
   std::ifstream f("/proc/" + std::to_string(tid) + "/stat");
   std::string line;
@@ -47,8 +48,6 @@ long long StartTicks(int tid) {
     if (!(rest >> field)) return -1;
   return std::stoll(field);
 }
-
-}  // namespace
 
 int SchedHandle(void *ctx, void *data, size_t size) {
   if (size == sizeof(cw_sched_event)) static_cast<SchedReactor *>(ctx)->OnEvent(*static_cast<const cw_sched_event *>(data));

@@ -10,6 +10,10 @@
 #include <unordered_map>
 #include <vector>
 
+// A thread's start time in clock ticks since boot (/proc/TID/stat, field 22), or -1:
+// with the tid, a thread's identity (a tid alone is reused).
+long long StartTicks(int tid);
+
 struct ring_buffer;
 struct cw_sched_event;
 

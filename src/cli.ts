@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import fs from 'node:fs';
 import { run, RunOptions } from './runtime/runtime';
+import type { AttachTarget } from './runtime/attach';
 import { trace } from './tracer/trace';
 import { defaultDbPath, TraceStore, TraceSummary } from './tracer/store';
 import { buildGraph, TraceEvent, TraceGraph } from './tracer/graph';
@@ -50,6 +51,12 @@ interface RunFlags {
   actor: string[];
   actorQueue: number;
   sdk: boolean;
+  /** attach, trace --attach: the target. */
+  attach?: boolean;
+  cgroup?: string;
+  pid?: number;
+  unit?: string;
+  container?: string;
 }
 
 function collect(v: string, prev: string[]): string[] {
@@ -74,12 +81,26 @@ function rateArg(v: string): number {
   return n;
 }
 
-/** The options `run` and `trace` share (trace takes --sample RATE instead of --no-sample). */
-function withRunOptions(c: Command, sampleFlag = true): Command {
-  c.usage('[options] -- CMD [ARGS...]')
-    .argument('<cmd...>', 'the command and its arguments')
-    .option('-e, --events <file>', 'write events as JSON Lines to FILE (docs/events.md)');
-  if (sampleFlag) c.option('--no-sample', 'start an unsampled record: it propagates, but emits no events');
+/** What a command follows: a command it starts (run), what runs already (attach), or either (trace). */
+type Follows = 'command' | 'attach' | 'either';
+
+/** The target options of attach and trace --attach. */
+function withTargetOptions(c: Command): Command {
+  return c
+    .option('--cgroup <path>', 'follow the processes of this cgroup v2 (a directory, or a path as /proc/PID/cgroup shows it)')
+    .option('--pid <pid>', 'follow this process and its descendants', intArg(1, 1 << 22))
+    .option('--unit <name>', 'follow this systemd unit (its cgroup)')
+    .option('--container <name>', 'follow this container (podman or docker)');
+}
+
+/** The options `run`, `attach` and `trace` share (trace and attach take --sample RATE instead of --no-sample). */
+function withRunOptions(c: Command, follows: Follows = 'command'): Command {
+  if (follows === 'command') c.usage('[options] -- CMD [ARGS...]').argument('<cmd...>', 'the command and its arguments');
+  if (follows === 'either') c.usage('[options] -- CMD [ARGS...]  |  --attach (--cgroup PATH | --pid PID | --unit NAME | --container NAME) [options]').argument('[cmd...]', 'the command and its arguments');
+  if (follows !== 'command') withTargetOptions(c);
+  if (follows === 'attach') c.usage('(--cgroup PATH | --pid PID | --unit NAME | --container NAME) [options]');
+  c.option('-e, --events <file>', 'write events as JSON Lines to FILE (docs/events.md)');
+  if (follows === 'command') c.option('--no-sample', 'start an unsampled record: it propagates, but emits no events');
   return c
     .option('--priority <n>', 'priority of the root record (0-255)', intArg(0, 255), 0)
     .option('--trace <id>', 'trace id of the root record (32 hex digits; default: a new one)', traceArg)
@@ -90,18 +111,45 @@ function withRunOptions(c: Command, sampleFlag = true): Command {
     .option('--tcp-option-exid <exid>', 'its 16-bit ExID (RFC 6994), e.g. 0xc5a7', exidArg, 0xc5a7)
     .option('-a, --actor <spec>', 'run an actor: a built-in name (ingress-mint, accountant) or a module path, with options after ":" (repeatable), e.g. accountant:tenant=3', collect, [])
     .option('--actor-queue <n>', 'events an actor may have waiting before more are dropped for it', intArg(1, 1 << 24), 65536)
-    .option('--no-sdk', 'do not serve the in-process SDK to the command')
+    .option('--no-sdk', 'do not serve the in-process SDK to the command (attach never does: it starts no command to tell where it is)')
     .option('-q, --quiet', 'no summary line unless something was dropped')
     .passThroughOptions();
 }
 
-function runOptions(cmd: string[], o: RunFlags): RunOptions {
+/** The target of attach (or trace --attach), exactly one; or null for a command. Throws a CausewayError on a wrong mix. */
+function attachTarget(cmd: string[], o: RunFlags, follows: Follows): AttachTarget | null {
+  const given: AttachTarget[] = [];
+  if (o.cgroup !== undefined) given.push({ cgroup: o.cgroup });
+  if (o.pid !== undefined) given.push({ pid: o.pid });
+  if (o.unit !== undefined) given.push({ unit: o.unit });
+  if (o.container !== undefined) given.push({ container: o.container });
+  const attach = follows === 'attach' || o.attach === true;
+  if (!attach) {
+    if (given.length) throw new CausewayError('--cgroup, --pid, --unit and --container name what to attach to: add --attach (causeway trace --attach --pid PID), or use causeway attach');
+    if (cmd.length === 0) throw new CausewayError('no command to run: causeway trace [options] -- CMD [ARGS...], or causeway trace --attach --pid PID');
+    return null;
+  }
+  if (cmd.length) throw new CausewayError(`attach starts no command (got "${cmd.join(' ')}"): it follows what runs already; to start one, use causeway run or causeway trace -- CMD`);
+  if (given.length !== 1) throw new CausewayError('say what to attach to, once: --cgroup PATH, --pid PID, --unit NAME or --container NAME');
+  return given[0];
+}
+
+/** How a target reads on the command line (the trace store's "command" of an attached run). */
+function targetLabel(t: AttachTarget): string {
+  const [k, v] = Object.entries(t)[0];
+  return `attach --${k} ${v}`;
+}
+
+function runOptions(cmd: string[], o: RunFlags, follows: Follows = 'command'): RunOptions {
+  const target = attachTarget(cmd, o, follows);
   const record = newRecord({ sampled: o.sample !== false, priority: o.priority });
   if (o.trace) record.traceId = o.trace;
   trustKeys(o.trust); // a bad --trust is refused before anything loads
   return {
-    command: cmd[0],
-    args: cmd.slice(1),
+    command: target ? targetLabel(target) : cmd[0],
+    args: target ? [] : cmd.slice(1),
+    attach: target ?? undefined,
+    sharedTrace: o.trace !== undefined,
     eventsFile: o.events,
     record,
     ringbufBytes: o.ringbufSize,
@@ -151,7 +199,21 @@ export function program(): Command {
     },
   );
 
-  withRunOptions(cli.command('trace').description('run CMD with the tracer: every causal path stored, shown, reported'), false)
+  withRunOptions(
+    cli
+      .command('attach')
+      .description('follow processes that run already (a cgroup, a unit, a process tree, a container) until SIGINT/SIGTERM or until it is gone; they are left running, unchanged'),
+    'attach',
+  )
+    .option('--sample <rate>', 'fraction of adopted processes whose root record is sampled, 0-1', rateArg, 1)
+    .action(async (o: RunFlags) => {
+      const opts = runOptions([], o, 'attach');
+      const res = await run({ ...opts, sampleRate: Number(o.sample) });
+      process.exitCode = res.status;
+    });
+
+  withRunOptions(cli.command('trace').description('run CMD (or, with --attach, follow what runs) with the tracer: every causal path stored, shown, reported'), 'either')
+    .option('--attach', 'trace what runs already (with --cgroup, --pid, --unit or --container) instead of starting CMD')
     .option('--db <file>', `the trace database (default ${defaultDbPath()}, or $CAUSEWAY_DB)`)
     .option('--html <file>', 'write a self-contained HTML report of the run\'s traces')
     .option('--otlp <url>', 'export the spans over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces')
@@ -159,7 +221,7 @@ export function program(): Command {
     .option('--sample <rate>', 'fraction of root records sampled, 0-1 (unsampled ones still propagate)', rateArg, 1)
     .option('--host <name>', 'the host name stored with the events (default: this host\'s)')
     .action(async (cmd: string[], o: RunFlags & { db?: string; html?: string; otlp?: string; otlpEncoding: 'json' | 'protobuf'; host?: string }) => {
-      const res = await trace({ ...runOptions(cmd, o), db: o.db, html: o.html, otlp: o.otlp, otlpEncoding: o.otlpEncoding, sample: Number(o.sample), host: o.host });
+      const res = await trace({ ...runOptions(cmd, o, 'either'), db: o.db, html: o.html, otlp: o.otlp, otlpEncoding: o.otlpEncoding, sample: Number(o.sample), host: o.host });
       process.exitCode = res.status;
     });
 

@@ -58,7 +58,7 @@ export function below(mount: string, dir: string): boolean {
   return r !== '' && !r.startsWith('..') && !path.isAbsolute(r);
 }
 
-function requireMount(): string {
+export function requireMount(): string {
   const mount = cgroup2Mount();
   if (!mount)
     throw new CausewayError('no cgroup v2 hierarchy is mounted: mount one with `mount -t cgroup2 none /sys/fs/cgroup/unified`');
@@ -93,8 +93,38 @@ export function ownCgroup(mount: string = requireMount()): string {
   return dir;
 }
 
+/** What a run follows, as the runtime asks it: which processes are part of it, and the cgroup its socket programs attach to. */
+export interface RunScope {
+  readonly dir: string;
+  /** True if process (or thread) pid is part of the run now. */
+  contains(pid: number): boolean;
+  /** The run's processes now. */
+  pids(): number[];
+}
+
+/**
+ * The cgroup v2 directory of process pid (its "0::" line of /proc/PID/cgroup),
+ * or null if it has none or it is not visible under mount.
+ */
+export function cgroupOf(pid: number, mount: string = requireMount()): string | null {
+  let line: string | undefined;
+  try {
+    line = fs
+      .readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('0::'));
+  } catch {
+    return null;
+  }
+  if (line === undefined) return null;
+  const rel = line.slice(3);
+  if (!rel.startsWith('/') || rel.split('/').includes('..')) return null; // "/../x": outside this process's cgroup namespace
+  const dir = path.resolve(mount, '.' + rel);
+  return fs.existsSync(path.join(dir, 'cgroup.procs')) ? dir : null;
+}
+
 /** One run's cgroup. */
-export class RunCgroup {
+export class RunCgroup implements RunScope {
   readonly dir: string;
   readonly id: bigint;
   /** Depth below the cgroup v2 root, as bpf_get_current_ancestor_cgroup_id counts. */
@@ -194,7 +224,7 @@ function createError(dir: string, err: NodeJS.ErrnoException): CausewayError {
 }
 
 /** dir and every cgroup below it, parents first. */
-function subtree(dir: string): string[] {
+export function subtree(dir: string): string[] {
   const out = [dir];
   for (let i = 0; i < out.length; i++) {
     let entries: fs.Dirent[];
@@ -209,7 +239,7 @@ function subtree(dir: string): string[] {
 }
 
 /** The ids in a cgroup's cgroup.procs or cgroup.threads; [] if it is gone. */
-function readIds(dir: string, file: 'cgroup.procs' | 'cgroup.threads'): number[] {
+export function readIds(dir: string, file: 'cgroup.procs' | 'cgroup.threads'): number[] {
   try {
     return fs
       .readFileSync(path.join(dir, file), 'utf8')

@@ -12,6 +12,7 @@ export interface NativeShim {
   counters(): bigint[];
   readTask(tid: number): Buffer | null;
   writeRecord(tid: number, record: Buffer): void;
+  adoptThread(tid: number, record: Buffer, startTicks: number): 'adopted' | 'followed' | 'gone';
   /** The maps user space may change (policy, ingress_ports, egress_strip, chans, tcp_chans). */
   mapLookup(map: UserMapName, key: Buffer): Buffer | null;
   mapUpdate(map: UserMapName, key: Buffer, value: Buffer, flags?: number): void;
@@ -54,6 +55,7 @@ export interface NativeShimOptions {
   trust?: { prefixlen: number; addr: Buffer }[];
   optKind?: number;
   optExid?: number;
+  followTracked?: boolean;
 }
 
 export type UserMapName = 'policy' | 'ingress_ports' | 'egress_strip' | 'chans' | 'sk_in' | 'sk_out';

@@ -83,6 +83,11 @@ export interface ShimOptions {
   events?: boolean;
   /** Pipes, FIFOs and UNIX sockets followed at once (the chans table; default 16384). */
   maxChannels?: number;
+  /**
+   * Follow the children of followed threads wherever they live (causeway
+   * attach --pid); default false: only children forked inside cgroupPath.
+   */
+  followTracked?: boolean;
 }
 
 export interface UserMap {
@@ -141,6 +146,7 @@ export class Shim extends EventEmitter {
         trust,
         optKind: opts.optKind ?? DEFAULT_OPT_KIND,
         optExid: opts.optExid ?? DEFAULT_OPT_EXID,
+        followTracked: opts.followTracked ?? false,
       });
     } catch (err) {
       if (!kernelAtLeast(6, 2))
@@ -215,6 +221,20 @@ export class Shim extends EventEmitter {
   writeRecord(tid: number, record: CausalRecord): void {
     try {
       this.handle.writeRecord(tid, encodeRecord(record));
+    } catch (err) {
+      throw targetError(err, tid);
+    }
+  }
+
+  /**
+   * Follows thread tid, which runs already, from its next syscall on, holding
+   * record: "adopted"; "followed" if it was already (it keeps its record);
+   * "gone" if it exited or its tid is another thread's now (startTicks: its
+   * start time, /proc/TID/stat field 22, as read when it was found).
+   */
+  adoptThread(tid: number, record: CausalRecord, startTicks: number): 'adopted' | 'followed' | 'gone' {
+    try {
+      return this.handle.adoptThread(tid, encodeRecord(record), startTicks);
     } catch (err) {
       throw targetError(err, tid);
     }

@@ -6,7 +6,7 @@
  * the last one reach half the table.
  */
 import fs from 'node:fs';
-import type { RunCgroup } from '../kernel/cgroup';
+import type { RunScope } from '../kernel/cgroup';
 import type { Shim } from '../kernel/shim';
 import { decodeChanKey, kernelDev } from '../kernel/channel';
 
@@ -19,7 +19,7 @@ export class ChannelSweeper {
 
   constructor(
     private readonly shim: Shim,
-    private readonly cgroup: RunCgroup,
+    private readonly cgroup: RunScope,
     private readonly maxChannels: number,
   ) {}
 

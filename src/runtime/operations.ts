@@ -11,7 +11,7 @@
  */
 import fs from 'node:fs';
 import ipaddr from 'ipaddr.js';
-import { RunCgroup } from '../kernel/cgroup';
+import type { RunScope } from '../kernel/cgroup';
 import { TargetError } from '../errors';
 import { CausalRecord, decodeRecord, encodeRecord, newRecord, RECORD_VERSION } from '../kernel/record';
 import {
@@ -58,7 +58,7 @@ export class Operations {
 
   constructor(
     private readonly shim: Shim,
-    private readonly cgroup: RunCgroup,
+    private readonly cgroup: RunScope,
     private readonly registry: FieldRegistry,
     root: CausalRecord,
   ) {

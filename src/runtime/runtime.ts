@@ -16,10 +16,10 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import createDebug from 'debug';
-import type { RunCgroup } from '../kernel/cgroup';
+import type { RunScope } from '../kernel/cgroup';
 import { Counters, DROP_COUNTERS, Shim } from '../kernel/shim';
 import { CausalEvent, EVENT_BYTES, EVENT_FLAG_THREAD, EVENT_OFF, EVENT_TYPE_EXIT } from '../kernel/events';
-import { CausalRecord, newRecord } from '../kernel/record';
+import { CausalRecord, newEventId, newRecord, newTraceId } from '../kernel/record';
 import { CausewayError, PermissionError } from '../errors';
 import { FieldRegistry } from '../actor/fields';
 import { loadActor } from '../actor/load';
@@ -31,6 +31,7 @@ import { Operations, applyPatch } from './operations';
 import { KernelPolicy } from './policy';
 import { SdkServer } from './sdk-server';
 import { RunEntry } from './registry';
+import { AttachScope, AttachTarget, RESCAN_MS } from './attach';
 
 const debug = createDebug('causeway:runtime');
 
@@ -41,6 +42,14 @@ export const ACTOR_LAYOUT_ENV = 'CAUSEWAY_ACTOR_LAYOUT';
 export interface RunOptions {
   command: string;
   args: string[];
+  /**
+   * Follow what runs already instead of starting command (causeway attach):
+   * until a signal (SIGINT, SIGTERM, SIGHUP, SIGQUIT) or until the target is
+   * gone; nothing of it is stopped or changed (see attach.ts).
+   */
+  attach?: AttachTarget;
+  /** With attach: every adopted process takes record's trace id (default: a new trace each). */
+  sharedTrace?: boolean;
   /** Write events as JSON Lines to this file. */
   eventsFile?: string;
   /** The root process's record (default: a fresh sampled one). */
@@ -63,8 +72,8 @@ export interface RunOptions {
    * JavaScript object per event, for consumers that store or forward them.
    */
   onRawEvents?: (batch: Buffer, clockOffset: bigint) => void;
-  /** Called once the command runs in the cgroup, with the shim (to read or inject records). */
-  onStart?: (ctx: { pid: number; shim: Shim; cgroup: RunCgroup }) => void;
+  /** Called once the command runs in the cgroup (or the target is followed), with the shim (to read or inject records). */
+  onStart?: (ctx: { pid: number; shim: Shim; cgroup: RunScope }) => void;
   ringbufBytes?: number;
   /** Pipes, FIFOs and UNIX sockets followed at once (default 16384); past it, counted as channelMapFull. */
   maxChannels?: number;
@@ -89,6 +98,8 @@ export interface RunResult {
   sdk: { attached: number; refused: number };
   /** Events not written to the events file (a write failed: that one's and every later one). */
   eventsFileLost: number;
+  /** causeway attach: what was followed, how many threads and processes that ran already were adopted, and why it ended. */
+  attached?: { target: string; threads: number; processes: number; ended: string };
 }
 
 /** Finds a command the way a shell does; null if there is none. */
@@ -137,9 +148,11 @@ export class Runtime {
 
   async run(): Promise<RunResult> {
     const opts = this.opts;
-    if (process.geteuid?.() !== 0) throw new PermissionError('causeway run');
+    if (process.geteuid?.() !== 0) throw new PermissionError(opts.attach ? 'causeway attach' : 'causeway run');
     const result: RunResult = { status: 1, counters: null, events: 0, killedLeftovers: 0, actors: {}, sdk: { attached: 0, refused: 0 }, eventsFileLost: 0 };
-    if (!resolveCommand(opts.command)) {
+    // The target first: a wrong one fails before anything loads.
+    const target = opts.attach ? AttachScope.resolve(opts.attach) : null;
+    if (!target && !resolveCommand(opts.command)) {
       process.stderr.write(`causeway: ${opts.command}: command not found\n`);
       return { ...result, status: 127 };
     }
@@ -147,9 +160,9 @@ export class Runtime {
 
     // Open the events file first: a bad path fails before anything starts.
     const sink = opts.eventsFile ? EventsFile.open(opts.eventsFile) : null;
-    // Sweeps what dead runs left, registers this one, makes its cgroup below ours.
-    const entry = await RunEntry.create();
-    const cgroup = entry.cgroup;
+    // A run: sweeps what dead runs left, registers this one, makes its cgroup below ours.
+    const entry = target ? null : await RunEntry.create();
+    const cgroup: RunScope = target ?? entry!.cgroup;
     let shim: Shim | null = null;
     let sdk: SdkServer | null = null;
     const hosts: ActorHost[] = [];
@@ -159,6 +172,7 @@ export class Runtime {
     try {
       shim = new Shim({
         cgroupPath: cgroup.dir,
+        followTracked: target?.followTracked,
         trust: opts.trust,
         optKind: opts.optKind,
         optExid: opts.optExid,
@@ -166,7 +180,8 @@ export class Runtime {
         maxChannels: opts.maxChannels,
         events: Boolean(opts.eventsFile || opts.onEvents || opts.onRawEvents || actors.length),
       });
-      if (opts.sdk !== false) sdk = await SdkServer.listen(shim, cgroup, entry.dir);
+      // The SDK socket is found through the environment the command starts with: a run's only.
+      if (entry && opts.sdk !== false) sdk = await SdkServer.listen(shim, entry.cgroup, entry.dir);
 
       const ops = new Operations(shim, cgroup, registry, opts.record ?? newRecord());
       const policy = new KernelPolicy(shim, opts.sampleRate);
@@ -201,58 +216,65 @@ export class Runtime {
           for (const h of hosts) h.push(batch);
         });
 
-      // The wrapper waits on fd 3 until it is in the cgroup and holds its record, then execs (see WRAPPER).
-      const env: NodeJS.ProcessEnv = { ...process.env, [ACTOR_LAYOUT_ENV]: registry.serialize() };
-      if (sdk) env[SDK_SOCKET_ENV] = sdk.socketPath;
-      const child = spawn('/bin/sh', ['-c', WRAPPER, opts.command, path.basename(cgroup.dir), ...opts.args], {
-        stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
-        env,
-      });
-      gate = child.stdio[3] as Writable;
-      gate.on('error', () => {}); // the wrapper may be gone
-      const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
-      const pid = child.pid;
-      if (pid === undefined) throw new CausewayError(`could not start ${opts.command}`);
-      for (const sig of SIGNALS) {
-        const f = () => {
-          debug('forwarding %s', sig);
-          try {
-            process.kill(pid, sig);
-          } catch {
-            /* already gone */
-          }
-        };
-        process.on(sig, f);
-        forwarders.push([sig, f]);
-      }
-      // The record first, then the move: a wrapper in the cgroup holds its record.
-      let started = false;
-      try {
-        shim.writeRecord(pid, ops.rootRecord);
-        cgroup.add(pid);
-        started = true;
-      } catch (err) {
-        if (!gone(pid)) throw err; // else: it died first (a forwarded signal); its status says how
-      }
-      if (started) {
-        ops.rootPid = pid;
-        opts.onStart?.({ pid, shim, cgroup });
-      }
-      gate.destroy(); // the go: EOF on fd 3
+      if (target) {
+        target.bind(shim);
+        result.attached = await follow(target, shim, ops, opts);
+        result.status = 0;
+      } else {
+        // The wrapper waits on fd 3 until it is in the cgroup and holds its record, then execs (see WRAPPER).
+        const env: NodeJS.ProcessEnv = { ...process.env, [ACTOR_LAYOUT_ENV]: registry.serialize() };
+        if (sdk) env[SDK_SOCKET_ENV] = sdk.socketPath;
+        const child = spawn('/bin/sh', ['-c', WRAPPER, opts.command, path.basename(cgroup.dir), ...opts.args], {
+          stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+          env,
+        });
+        gate = child.stdio[3] as Writable;
+        gate.on('error', () => {}); // the wrapper may be gone
+        const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+        const pid = child.pid;
+        if (pid === undefined) throw new CausewayError(`could not start ${opts.command}`);
+        for (const sig of SIGNALS) {
+          const f = () => {
+            debug('forwarding %s', sig);
+            try {
+              process.kill(pid, sig);
+            } catch {
+              /* already gone */
+            }
+          };
+          process.on(sig, f);
+          forwarders.push([sig, f]);
+        }
+        // The record first, then the move: a wrapper in the cgroup holds its record.
+        let started = false;
+        try {
+          shim.writeRecord(pid, ops.rootRecord);
+          entry!.cgroup.add(pid);
+          started = true;
+        } catch (err) {
+          if (!gone(pid)) throw err; // else: it died first (a forwarded signal); its status says how
+        }
+        if (started) {
+          ops.rootPid = pid;
+          opts.onStart?.({ pid, shim, cgroup });
+        }
+        gate.destroy(); // the go: EOF on fd 3
 
-      const [code, signal] = await exited;
-      result.status = code ?? 128 + (signal ? os.constants.signals[signal] : 0);
-      debug('%s exited: code %s signal %s', opts.command, code, signal);
+        const [code, signal] = await exited;
+        result.status = code ?? 128 + (signal ? os.constants.signals[signal] : 0);
+        debug('%s exited: code %s signal %s', opts.command, code, signal);
+      }
     } finally {
       if (sweepTimer) clearInterval(sweepTimer);
       for (const [sig, f] of forwarders) process.off(sig, f);
       // Leftover processes are killed first, so that nothing runs untracked.
       let cgroupGone = true;
-      result.killedLeftovers = await cgroup.destroy().catch((err) => {
-        process.stderr.write(`causeway: ${(err as Error).message}\n`);
-        cgroupGone = false;
-        return 0;
-      });
+      if (entry)
+        result.killedLeftovers = await entry.cgroup.destroy().catch((err) => {
+          process.stderr.write(`causeway: ${(err as Error).message}\n`);
+          cgroupGone = false;
+          return 0;
+        });
       gate?.destroy(); // after the kill: a wrapper that was never started does not start now
       // The SDK's slot maps go while the shim that holds them is still there.
       if (sdk) {
@@ -260,7 +282,7 @@ export class Runtime {
         await sdk.close().catch((err) => process.stderr.write(`causeway: closing the SDK socket: ${(err as Error).message}\n`));
       }
       // Nothing of the run is left to sweep (unless its cgroup would not go: a later run retries).
-      entry.release(!cgroupGone);
+      entry?.release(!cgroupGone);
       if (shim) {
         try {
           result.counters = await shim.close();
@@ -301,6 +323,47 @@ const WRAPPER = [
   'shift',
   'exec "$0" "$@"',
 ].join('\n');
+
+/**
+ * causeway attach: adopts the threads the target runs already, then keeps
+ * adopting what moves into it (checked every RESCAN_MS), until a signal or
+ * until the target is gone. Each process adopted gets a root record like the
+ * run's (priority, actors' fields), sampled at the run's rate, with a trace
+ * of its own unless one was given.
+ */
+async function follow(target: AttachScope, shim: Shim, ops: Operations, opts: RunOptions): Promise<NonNullable<RunResult['attached']>> {
+  const rate = opts.sampleRate ?? 1;
+  const recordFor = (): CausalRecord => {
+    const root = ops.rootRecord; // as the actors' start hooks left it
+    return { ...root, traceId: opts.sharedTrace ? root.traceId : newTraceId(), eventId: newEventId(), sampled: root.sampled && Math.random() < rate };
+  };
+  let ended = '';
+  let wake = () => {};
+  const stop = (why: string) => {
+    ended ||= why;
+    wake();
+  };
+  const handlers = SIGNALS.map((sig) => [sig, () => stop(`${sig}`)] as const);
+  for (const [sig, f] of handlers) process.on(sig, f);
+  try {
+    target.adopt(recordFor);
+    debug('%s: adopted %d threads of %d processes', target.label, target.adopted.threads, target.adopted.processes);
+    opts.onStart?.({ pid: 0, shim, cgroup: target });
+    while (!ended) {
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        setTimeout(resolve, RESCAN_MS);
+      });
+      if (ended) break;
+      const why = target.gone();
+      if (why) stop(why);
+      else target.adopt(recordFor);
+    }
+  } finally {
+    for (const [sig, f] of handlers) process.off(sig, f);
+  }
+  return { target: target.label, threads: target.adopted.threads, processes: target.adopted.processes, ended };
+}
 
 /** The pids of the processes (not threads) whose exit is in a raw batch. */
 function* processExits(batch: Buffer): Generator<number> {
@@ -368,5 +431,6 @@ export function summaryLine(s: RunResult): string {
     if (a.errors) line += `, ${a.errors} hook failure(s)`;
   }
   if (s.killedLeftovers) line += `; killed ${s.killedLeftovers} leftover process(es)`;
+  if (s.attached) line += `; detached from ${s.attached.target} (${s.attached.ended}); adopted ${s.attached.threads} running thread(s) of ${s.attached.processes} process(es)`;
   return line;
 }

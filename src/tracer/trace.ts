@@ -78,7 +78,8 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
   await writer.ready;
   const record = opts.record ?? newRecord();
   // Sampling decides at the root: an unsampled record still propagates, and emits nothing.
-  record.sampled = record.sampled && Math.random() < rate;
+  // (Attached, each adopted process is a root: the runtime decides per process.)
+  if (!opts.attach) record.sampled = record.sampled && Math.random() < rate;
 
   let shim: Shim | null = null;
   let timer: NodeJS.Timeout | undefined;
