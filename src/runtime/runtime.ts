@@ -347,7 +347,10 @@ async function follow(target: AttachScope, shim: Shim, ops: Operations, opts: Ru
   for (const [sig, f] of handlers) process.on(sig, f);
   try {
     target.adopt(recordFor);
-    debug('%s: adopted %d threads of %d processes', target.label, target.adopted.threads, target.adopted.processes);
+    if (opts.summary !== false)
+      process.stderr.write(
+        `causeway: following ${target.label}: adopted ${target.adopted.threads} running thread(s) of ${target.adopted.processes} process(es); SIGINT or SIGTERM detaches\n`,
+      );
     opts.onStart?.({ pid: 0, shim, cgroup: target });
     while (!ended) {
       await new Promise<void>((resolve) => {
