@@ -13,6 +13,7 @@ import { runDemo } from './demo';
 import { newRecord } from './kernel/record';
 import { trustKeys } from './kernel/trust';
 import { CausewayError } from './errors';
+import { agent, AgentStatus, Watch } from './agent/agent';
 
 function intArg(min: number, max: number) {
   return (v: string) => {
@@ -164,6 +165,36 @@ function runOptions(cmd: string[], o: RunFlags, follows: Follows = 'command'): R
   };
 }
 
+function durationArg(v: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(v);
+  if (!m) throw new InvalidArgumentError('expected a duration such as 500ms, 30s, 10m, 24h or 7d');
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms']!;
+}
+
+function bytesArg(v: string): number {
+  const m = /^(\d+)([kKmMgG]?)$/.exec(v);
+  if (!m) throw new InvalidArgumentError('expected a size such as 512M or 2G');
+  return Number(m[1]) * ({ k: 1024, m: 1 << 20, g: 1 << 30 }[m[2].toLowerCase() as 'k'] ?? 1);
+}
+
+const AGENT_STATUS = '/run/causeway/agent.json';
+
+function statusText(s: AgentStatus): string {
+  const age = (Date.now() - Date.parse(s.updated)) / 1000;
+  const lost = Object.entries(s.lost).filter(([, n]) => n > 0);
+  const lines = [
+    `agent ${s.pid}: ${s.state}${s.state !== 'stopped' && age > 10 ? ` (NOT UPDATED for ${age.toFixed(0)} s: hung or killed?)` : ''}, since ${s.started}`,
+    `targets followed: ${s.targets.length}${s.targets.map((t) => `\n  ${t.target}  since ${t.since}  ${t.events} events`).join('')}`,
+    `events: ${s.events} captured, ${s.stored} stored in ${s.db} (${(s.dbBytes / 1048576).toFixed(1)} MiB in use); pruned ${s.pruned.events} events of ${s.pruned.traces} traces`,
+    `lost: ${lost.length ? lost.map(([k, n]) => `${k}=${n}`).join(' ') : 'nothing'}`,
+    s.export.url
+      ? `export to ${s.export.url}: ${s.export.traces} traces, ${s.export.spans} spans; ${s.export.pending} pending; ${s.export.failedAttempts} failed attempts${s.export.lastError ? ` (last: ${s.export.lastError})` : ''}`
+      : 'export: off',
+  ];
+  if (s.ended.length) lines.push(`ended: ${s.ended.map((e) => `${e.target} (${e.why})`).join('; ')}`);
+  return lines.join('\n');
+}
+
 function lsLine(r: TraceSummary): string {
   const start = new Date(Number(r.start / 1_000_000n)).toISOString();
   const dur = `${(Number(r.end - r.start) / 1e6).toFixed(1)} ms`;
@@ -223,6 +254,73 @@ export function program(): Command {
     .action(async (cmd: string[], o: RunFlags & { db?: string; html?: string; otlp?: string; otlpEncoding: 'json' | 'protobuf'; host?: string }) => {
       const res = await trace({ ...runOptions(cmd, o, 'either'), db: o.db, html: o.html, otlp: o.otlp, otlpEncoding: o.otlpEncoding, sample: Number(o.sample), host: o.host });
       process.exitCode = res.status;
+    });
+
+  cli
+    .command('agent')
+    .description('follow cgroups, units and containers (names or glob patterns, new ones as they appear), store traces within a size and an age, export them over OTLP; runs until SIGINT/SIGTERM')
+    .option('--cgroup <pattern>', 'cgroups to follow, as /proc/PID/cgroup shows them, e.g. "/services/*" (repeatable)', collect, [])
+    .option('--unit <pattern>', 'systemd units to follow, e.g. "nginx.service" or "app-*.service" (repeatable)', collect, [])
+    .option('--container <pattern>', 'containers (podman or docker) to follow, by name, e.g. "web-*" (repeatable)', collect, [])
+    .option('--db <file>', 'the trace database', '/var/lib/causeway/agent.db')
+    .option('--max-size <bytes>', 'keep the database within this size (oldest events go first)', bytesArg, 256 << 20)
+    .option('--max-age <duration>', 'drop events older than this', durationArg, 86_400_000)
+    .option('--otlp <url>', 'export finished traces over OTLP/HTTP, e.g. http://collector:4318/v1/traces')
+    .addOption(new Option('--otlp-encoding <encoding>', 'the OTLP/HTTP body').choices(['protobuf', 'json']).default('protobuf'))
+    .option('--export-quiet <duration>', 'a trace is exported once it had no new event for this long', durationArg, 5000)
+    .option('--status <file>', 'where the agent writes its health and counters (causeway status reads it)', AGENT_STATUS)
+    .option('--interval <duration>', 'how often new targets are looked for, limits applied and traces exported', durationArg, 2000)
+    .option('--sample <rate>', 'fraction of adopted processes whose root record is sampled, 0-1', rateArg, 1)
+    .option('--priority <n>', 'priority of the adopted processes\' root records (0-255)', intArg(0, 255), 0)
+    .option('--trust <cidr>', 'also trust this network (repeatable; loopback is trusted)', collect, [])
+    .option('--tcp-option-kind <kind>', 'TCP option kind (253 or 254)', optKindArg, 253)
+    .option('--tcp-option-exid <exid>', 'its 16-bit ExID', exidArg, 0xc5a7)
+    .option('-a, --actor <spec>', 'run an actor on every target (repeatable)', collect, [])
+    .option('--host <name>', 'the host name stored with the events (default: this host\'s)')
+    .action(async (o: { cgroup: string[]; unit: string[]; container: string[]; db: string; maxSize: number; maxAge: number; otlp?: string; otlpEncoding: 'json' | 'protobuf'; exportQuiet: number; status: string; interval: number; sample: number; priority: number; trust: string[]; tcpOptionKind: number; tcpOptionExid: number; actor: string[]; host?: string }) => {
+      trustKeys(o.trust);
+      const watch: Watch[] = [
+        ...o.cgroup.map((pattern) => ({ kind: 'cgroup' as const, pattern })),
+        ...o.unit.map((pattern) => ({ kind: 'unit' as const, pattern })),
+        ...o.container.map((pattern) => ({ kind: 'container' as const, pattern })),
+      ];
+      process.exitCode = await agent({
+        watch,
+        db: o.db,
+        maxBytes: o.maxSize,
+        maxAgeMs: o.maxAge,
+        otlp: o.otlp,
+        otlpEncoding: o.otlpEncoding,
+        exportQuietMs: o.exportQuiet,
+        statusFile: o.status,
+        intervalMs: o.interval,
+        host: o.host,
+        run: {
+          record: newRecord({ priority: o.priority }),
+          sampleRate: Number(o.sample),
+          trust: o.trust,
+          optKind: o.tcpOptionKind,
+          optExid: o.tcpOptionExid,
+          actors: o.actor,
+        },
+      });
+    });
+
+  cli
+    .command('status')
+    .description("print a causeway agent's health and counters")
+    .option('--status <file>', 'the agent\'s status file', AGENT_STATUS)
+    .option('--json', 'as JSON')
+    .action((o: { status: string; json?: boolean }) => {
+      let s: AgentStatus;
+      try {
+        s = JSON.parse(fs.readFileSync(o.status, 'utf8')) as AgentStatus;
+      } catch (err) {
+        throw new CausewayError(`no agent status at ${o.status} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): is causeway agent running, with --status ${o.status}?`);
+      }
+      process.stdout.write((o.json ? JSON.stringify(s, null, 2) : statusText(s)) + '\n');
+      const stale = s.state !== 'stopped' && Date.now() - Date.parse(s.updated) > 10_000;
+      process.exitCode = s.state === 'running' && !stale ? 0 : 1;
     });
 
   cli

@@ -327,6 +327,87 @@ export class TraceStore {
     return { processes: procs.size, hosts };
   }
 
+  /** The agent's export marks: up to which time each trace was exported (a table the agent adds). */
+  ensureExportTable(): void {
+    this.db.exec('CREATE TABLE IF NOT EXISTS exported (trace TEXT PRIMARY KEY, end INTEGER NOT NULL) WITHOUT ROWID');
+  }
+  private hasExported(): boolean {
+    return this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'exported'").get() !== undefined;
+  }
+  /** Traces with events after their export mark and none since quietBefore (ns), oldest first; since: the mark (-1: none). */
+  exportDue(quietBefore: bigint, limit: number): { trace: string; since: bigint }[] {
+    const rows = this.db
+      .prepare('SELECT t.id, e.end AS mark FROM traces t LEFT JOIN exported e ON e.trace = t.id WHERE t.end < ? AND (e.end IS NULL OR t.end > e.end) ORDER BY t.end LIMIT ?')
+      .all(quietBefore, limit) as { id: string; mark: bigint | null }[];
+    return rows.map((r) => ({ trace: r.id, since: r.mark ?? -1n }));
+  }
+  markExported(list: { trace: string; end: bigint }[]): void {
+    const up = this.db.prepare('INSERT INTO exported (trace, end) VALUES (?, ?) ON CONFLICT(trace) DO UPDATE SET end = max(end, excluded.end)');
+    this.db.transaction(() => {
+      for (const { trace, end } of list) up.run(trace, end);
+    })();
+  }
+
+  /** True once prune() has removed anything from this file. */
+  private pruned(): boolean {
+    return this.db.prepare("SELECT 1 FROM meta WHERE key = 'pruned'").get() !== undefined;
+  }
+
+  /** Bytes the file's pages hold now (freed pages are reused before the file grows). */
+  usedBytes(): number {
+    const pages = Number(this.db.pragma('page_count', { simple: true })) - Number(this.db.pragma('freelist_count', { simple: true }));
+    return pages * Number(this.db.pragma('page_size', { simple: true }));
+  }
+
+  /**
+   * Drops the oldest events: every batch whose events all happened before
+   * olderThan (ns since the epoch), then the oldest batches until the pages in
+   * use fit in maxBytes. A trace loses the events of those batches and goes
+   * with its last one. Returns what it dropped.
+   */
+  prune(opts: { olderThan?: bigint; maxBytes?: number }): { batches: number; events: number; traces: number } {
+    if (!this.batched) return { batches: 0, events: 0, traces: 0 };
+    const out = { batches: 0, events: 0, traces: 0 };
+    const oldest = this.db.prepare('SELECT id, events, traces, length(data) + length(traces) + length(pids) AS bytes, end FROM batches ORDER BY id LIMIT 256');
+    const drop = this.db.prepare('DELETE FROM batches WHERE id = ?');
+    const step = this.db.transaction((ids: { id: bigint; events: bigint; traces: Buffer }[]) => {
+      const touched = new Set<string>();
+      for (const b of ids) {
+        drop.run(b.id);
+        out.batches++;
+        out.events += Number(b.events);
+        for (let o = 0; o + 40 <= b.traces.length; o += 40) touched.add(b.traces.toString('hex', o, o + 16));
+      }
+      const has = this.db.prepare('SELECT 1 FROM batches WHERE id = ?');
+      for (const t of touched)
+        if (!this.batchesOf(t).some((id) => has.get(id) !== undefined)) {
+          this.db.prepare('DELETE FROM traces WHERE id = ?').run(t);
+          this.db.prepare('DELETE FROM trace_batches WHERE trace = ?').run(t);
+          if (this.hasExported()) this.db.prepare('DELETE FROM exported WHERE trace = ?').run(t);
+          out.traces++;
+        }
+      this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('pruned', ?)").run(String(Date.now()));
+    });
+    for (;;) {
+      const rows = oldest.all() as { id: bigint; events: bigint; traces: Buffer; bytes: bigint; end: bigint }[];
+      if (rows.length === 0) break;
+      let pick = opts.olderThan === undefined ? [] : rows.filter((r) => r.end < opts.olderThan!);
+      if (pick.length === 0 && opts.maxBytes !== undefined) {
+        let over = this.usedBytes() - opts.maxBytes;
+        if (over <= 0) break;
+        pick = [];
+        for (const r of rows) {
+          if (over <= 0) break;
+          pick.push(r);
+          over -= Number(r.bytes);
+        }
+      }
+      if (pick.length === 0) break;
+      step(pick);
+    }
+    return out;
+  }
+
   /** The ids of the batches that hold a trace, in order. */
   private batchesOf(trace: string): bigint[] {
     if (!this.batched) return [];
@@ -355,7 +436,11 @@ export class TraceStore {
       const get = this.db.prepare('SELECT host, format, data FROM batches WHERE id = ?');
       for (const batch of this.batchesOf(trace)) {
         const r = get.get(batch) as { host: string; format: bigint; data: Buffer } | undefined;
-        if (!r) throw new CausewayError(`${this.file} names batch ${batch} for trace ${trace}, and has no such batch`);
+        if (!r) {
+          // A pruned store (causeway agent's size and age limits) drops old batches: the trace keeps what is left.
+          if (this.pruned()) continue;
+          throw new CausewayError(`${this.file} names batch ${batch} for trace ${trace}, and has no such batch`);
+        }
         this.reads.batches++;
         this.reads.bytes += r.data.length;
         for (const e of unpackBlob(r.data, Number(r.format), r.host, id, `batch ${batch} of ${this.file}`)) out.push(e);
