@@ -29,6 +29,9 @@ import { exportOtlp, OtlpEncoding } from '../tracer/otlp';
 
 const debug = createDebug('causeway:agent');
 
+/** How long a target that could not be attached waits before the next try (ms). */
+const RETRY_MS = 30_000;
+
 /** What to follow: a kind and a name or a glob pattern (cgroup paths as /proc/PID/cgroup shows them). */
 export interface Watch {
   kind: 'cgroup' | 'unit' | 'container';
@@ -129,6 +132,12 @@ export async function agent(opts: AgentOptions): Promise<number> {
     export: { url: opts.otlp ?? null, traces: 0, spans: 0, failedAttempts: 0, lastError: null, pending: 0 },
   };
   const active = new Map<string, { since: Date; events: number; done: Promise<void> }>();
+  /** Targets that could not be attached, and when to try again (a target that keeps failing is not retried every round). */
+  const retryAt = new Map<string, number>();
+  const ended = (e: AgentStatus['ended'][number]) => {
+    status.ended.push(e);
+    if (status.ended.length > 100) status.ended.shift(); // the latest 100
+  };
   let stopping = false;
   const lose = (name: string, n: number) => {
     if (n > 0) status.lost[name] = (status.lost[name] ?? 0) + n;
@@ -149,14 +158,15 @@ export async function agent(opts: AgentOptions): Promise<number> {
       },
     })
       .then((r: RunResult) => {
-        status.ended.push({ target: key, why: r.attached?.ended ?? 'ended', status: r.status });
+        ended({ target: key, why: r.attached?.ended ?? 'ended', status: r.status });
         for (const k of DROP_COUNTERS) lose(k, r.counters?.[k] ?? 0);
         for (const [name, a] of Object.entries(r.actors)) lose(`actor ${name}`, a.dropped);
       })
       .catch((err: Error) => {
         // A target that went away while it was being attached is not an error of the agent's.
-        status.ended.push({ target: key, why: `could not attach: ${err.message}`, status: 1 });
-        process.stderr.write(`causeway agent: ${key}: ${err.message}\n`);
+        ended({ target: key, why: `could not attach: ${err.message}`, status: 1 });
+        retryAt.set(key, Date.now() + RETRY_MS);
+        process.stderr.write(`causeway agent: ${key}: ${err.message} (next try in ${RETRY_MS / 1000} s)\n`);
       })
       .finally(() => active.delete(key));
     active.set(key, entry);
@@ -224,7 +234,8 @@ export async function agent(opts: AgentOptions): Promise<number> {
   for (const [s, f] of handlers) process.on(s, f);
   try {
     while (!stopping) {
-      for (const [key, target] of discover(opts.watch)) if (!active.has(key) && !stopping) follow(key, target);
+      for (const [key, target] of discover(opts.watch))
+        if (!active.has(key) && !stopping && (retryAt.get(key) ?? 0) <= Date.now()) follow(key, target);
       try {
         const p = store.prune({ olderThan: BigInt(Date.now() - opts.maxAgeMs) * 1_000_000n, maxBytes: opts.maxBytes });
         status.pruned.batches += p.batches;
