@@ -165,6 +165,58 @@ os.waitpid(kid, 0)
   t.ok([...pids].every((q) => q === root || q === reader || q === writer), `only the tree's processes have events: ${[...pids].join(',')}`);
 });
 
+t.test('detaching mid-stream changes no byte: TCP opened while attached, a pipe opened before', { skip }, async (t) => {
+  const cg = testCgroup(t, 'attbytes');
+  // A TCP server, and a pipe from a producer to a consumer; both ends hash what they see. The client connects on "go".
+  const prog = `
+import hashlib, os, socket, sys, threading, time
+srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(1)
+r, w = os.pipe()
+def consume(fd, name):
+    h = hashlib.sha256(); n = 0
+    while True:
+        d = os.read(fd, 65536) if isinstance(fd, int) else fd.recv(65536)
+        if not d: break
+        h.update(d); n += len(d)
+    print(name, 'got', n, h.hexdigest(), flush=True)
+def produce(send, name, close):
+    h = hashlib.sha256(); n = 0
+    for i in range(400):
+        chunk = bytes((i * 7 + k) % 251 for k in range(20000))
+        send(chunk); h.update(chunk); n += len(chunk)
+        time.sleep(0.005)
+    close()
+    print(name, 'sent', n, h.hexdigest(), flush=True)
+threading.Thread(target=consume, args=(r, 'pipe')).start()
+print('ready', flush=True)
+sys.stdin.readline()
+c = socket.create_connection(srv.getsockname())
+a, _ = srv.accept()
+threading.Thread(target=consume, args=(a, 'tcp')).start()
+threading.Thread(target=produce, args=(lambda b: os.write(w, b) and None, 'pipe', lambda: os.close(w))).start()
+produce(c.sendall, 'tcp', c.close)
+`;
+  const argv = inCgroup(cg, [PY, '-c', prog]);
+  const p = start(argv, { stdin: true });
+  t.teardown(() => void p.child.kill('SIGKILL'));
+  await waitFor(() => p.out.includes('ready'), 10000, 'the program to start');
+  const att = start([process.execPath, BIN, 'attach', '--cgroup', cg]);
+  t.teardown(() => void att.child.kill('SIGKILL'));
+  await waitFor(() => att.err.some((l) => l.includes('following cgroup')), 20000, 'causeway to attach');
+  p.child.stdin!.write('go\n');
+  await new Promise((r) => setTimeout(r, 700)); // about a third of the stream
+  att.child.kill('SIGTERM');
+  t.equal(await exited(att.child), 0, 'causeway detached mid-stream');
+  t.match(att.err.join('\n'), /tcpOptionsWritten=[1-9]/, 'the TCP option was on the wire while attached');
+  t.equal(await exited(p.child), 0, 'the program ran to its end');
+  for (const kind of ['pipe', 'tcp']) {
+    const sent = p.out.find((l) => l.startsWith(`${kind} sent`))?.split(' ');
+    const got = p.out.find((l) => l.startsWith(`${kind} got`))?.split(' ');
+    t.ok(sent && got, `${kind}: both ends reported`);
+    t.same(got?.slice(2), sent?.slice(2), `${kind}: 8,000,000 bytes, the same hash on both ends`);
+  }
+});
+
 t.test('attach ends when the cgroup it follows is removed', { skip }, async (t) => {
   const cg = testCgroup(t, 'attgone');
   const sleeper = spawn(inCgroup(cg, ['/bin/sleep', '60'])[0], inCgroup(cg, ['/bin/sleep', '60']).slice(1), { stdio: 'ignore' });
@@ -190,7 +242,8 @@ t.test('attach refuses what it cannot follow, with what to do', { skip }, async 
     [['attach', '--pid', String(process.pid)], /causeway itself or one of its ancestors/],
     [['attach', '--pid', '4194300'], /no process 4194300/],
     [['attach', '--pid', 'abc'], /expected an integer/],
-    [['attach', '--container', 'no-such-container-x'], /no container no-such-container-x|not running/],
+    // No container tool on PATH (so that no container store is touched): the message names both.
+    [['attach', '--container', 'no-such-container-x'], /no container no-such-container-x: podman: not installed; docker: not installed/],
     [['attach', '--container', '../etc'], /not a container name/],
     [['trace', '--pid', '1'], /add --attach/],
     [['trace', '--attach', '--pid', '1', '--', 'true'], /attach starts no command/],
@@ -198,7 +251,7 @@ t.test('attach refuses what it cannot follow, with what to do', { skip }, async 
   ];
   if (!fs.existsSync('/run/systemd/system')) cases.push([['attach', '--unit', 'nginx'], /systemd is not running here/]);
   for (const [args, want] of cases) {
-    const r = await causeway(args);
+    const r = await causeway(args, args.includes('--container') ? { env: { ...process.env, PATH: '/nonexistent' } } : {});
     t.not(r.status, 0, `causeway ${args.join(' ')} fails`);
     t.match(r.stderr, want, `causeway ${args.join(' ')}: ${r.stderr.trim().split('\n')[0]}`);
   }
