@@ -109,6 +109,11 @@ function list(cmd: string, args: string[]): string[] {
 export async function agent(opts: AgentOptions): Promise<number> {
   if (process.geteuid?.() !== 0) throw new CausewayError('causeway agent needs root (it loads BPF programs)');
   if (opts.watch.length === 0) throw new CausewayError('nothing to watch: give --cgroup, --unit or --container (names or patterns, repeatable)');
+  // Patterns that can match nothing here are said at once, not found out from an empty status.
+  if (opts.watch.some((w) => w.kind === 'unit') && !fs.existsSync('/run/systemd/system'))
+    process.stderr.write('causeway agent: systemd is not running here: --unit patterns match nothing (use --cgroup)\n');
+  if (opts.watch.some((w) => w.kind === 'container') && list('podman', ['--version']).length + list('docker', ['--version']).length === 0)
+    process.stderr.write('causeway agent: neither podman nor docker is installed: --container patterns match nothing\n');
   const host = opts.host ?? os.hostname();
   const store = TraceStore.open(opts.db);
   const runId = store.beginRun(`agent ${opts.watch.map((w) => `--${w.kind} ${w.pattern}`).join(' ')}`, host);
