@@ -677,3 +677,52 @@ int handle_sockops(struct bpf_sock_ops *skops)
 	}
 	return 1;
 }
+
+/*
+ * causeway attach: a connection opened before the attach never passed
+ * ESTABLISHED_CB above, where the option callbacks are switched on. User
+ * space runs this iterator once per network namespace of the target, with
+ * the target's cgroup (id and depth) in cw_iter_cgid/cw_iter_level: it
+ * switches them on for the established connections made in that cgroup or
+ * below (TCP_BPF_SOCK_OPS_CB_FLAGS, Linux 6.10), so that they carry records
+ * from their next segments. Never attached otherwise.
+ */
+__u64 cw_iter_cgid;
+__u32 cw_iter_level;
+__u32 cw_iter_enabled;	/* connections switched on by the last run */
+
+#define CW_SOL_TCP 6
+#define CW_TCP_BPF_SOCK_OPS_CB_FLAGS 1008
+
+SEC("iter/tcp")
+int enable_existing_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct cgroup *cg, *anc = NULL;
+	struct tcp_sock *tp;
+	__u8 state;
+	int flags;
+
+	if (!skc)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;	/* a request or time-wait socket */
+	state = tp->inet_conn.icsk_inet.sk.__sk_common.skc_state;
+	if (state != 1 /* TCP_ESTABLISHED */ && state != 8 /* TCP_CLOSE_WAIT */)
+		return 0;
+	cg = tp->inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup;
+	if (!cg || BPF_CORE_READ(cg, level) < (int)cw_iter_level)
+		return 0;
+	/* Its ancestor at the target's depth (a flexible array: read, not walked). */
+	bpf_probe_read_kernel(&anc, sizeof(anc),
+			      (void *)((__u64)cg + bpf_core_field_offset(struct cgroup, ancestors) + (__u64)cw_iter_level * sizeof(anc)));
+	if (!anc || BPF_CORE_READ(anc, kn, id) != cw_iter_cgid)
+		return 0;
+	flags = tp->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG | BPF_SOCK_OPS_PARSE_UNKNOWN_HDR_OPT_CB_FLAG;
+	if (flags == tp->bpf_sock_ops_cb_flags)
+		return 0;
+	if (!bpf_setsockopt(tp, CW_SOL_TCP, CW_TCP_BPF_SOCK_OPS_CB_FLAGS, &flags, sizeof(flags)))
+		cw_iter_enabled++;
+	return 0;
+}

@@ -6,6 +6,7 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <fcntl.h>
@@ -82,6 +83,7 @@ class Shim : public Napi::ObjectWrap<Shim> {
                            InstanceMethod("readTask", &Shim::ReadTask),
                            InstanceMethod("writeRecord", &Shim::WriteRecord),
                            InstanceMethod("adoptThread", &Shim::AdoptThread),
+                           InstanceMethod("enableExistingTcp", &Shim::EnableExistingTcp),
                            InstanceMethod("mapLookup", &Shim::MapLookup),
                            InstanceMethod("mapUpdate", &Shim::MapUpdate),
                            InstanceMethod("mapDelete", &Shim::MapDelete),
@@ -125,6 +127,8 @@ class Shim : public Napi::ObjectWrap<Shim> {
     if (max_chans.IsNumber() &&
         (err = bpf_map__set_max_entries(shim_->maps.chans, max_chans.As<Napi::Number>().Uint32Value())) != 0)
       Fail(env, err, "size the channel table", log.log);
+    // Run on demand only (enableExistingTcp), never attached with the rest.
+    bpf_program__set_autoattach(shim_->progs.enable_existing_tcp, false);
     if ((err = cw_shim::load(shim_)) != 0) Fail(env, err, "load the shim", log.log);
 
     // The run's cgroup, by fd: scopes the fork hook and carries the sockops program.
@@ -284,6 +288,55 @@ class Shim : public Napi::ObjectWrap<Shim> {
     if (err) ThrowErrno(env, err, "follow thread " + std::to_string(tid));
     if (sched_) sched_->Apply(tid, task.rec.priority);
     return Napi::String::New(env, "adopted");
+  }
+
+  // enableExistingTcp(cgroupId: bigint, level, netns: string[]): switches the
+  // option callbacks on for established connections made in the cgroup (id,
+  // depth below the v2 root) or below, in each network namespace named (a
+  // path such as /proc/PID/ns/net): the iterator sees the namespace of the
+  // thread that creates it, so this thread enters each one and comes back.
+  // Returns how many connections it switched on.
+  Napi::Value EnableExistingTcp(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    RequireShim(env);
+    bool lossless = true;
+    shim_->bss->cw_iter_cgid = info[0].As<Napi::BigInt>().Uint64Value(&lossless);
+    shim_->bss->cw_iter_level = info[1].As<Napi::Number>().Uint32Value();
+    shim_->bss->cw_iter_enabled = 0;
+    Napi::Array netns = info[2].As<Napi::Array>();
+    bpf_link *link = bpf_program__attach_iter(shim_->progs.enable_existing_tcp, nullptr);
+    if (link == nullptr) ThrowErrno(env, errno, "attach the TCP iterator (Linux 6.10 for TCP_BPF_SOCK_OPS_CB_FLAGS)");
+    int home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (home < 0) {
+      int e = errno;
+      bpf_link__destroy(link);
+      ThrowErrno(env, e, "open this thread's network namespace");
+    }
+    std::string failed;
+    for (uint32_t i = 0; i < netns.Length() && failed.empty(); i++) {
+      std::string path = netns.Get(i).As<Napi::String>();
+      int ns = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) {
+        if (ns >= 0) close(ns);
+        continue;  // the process left or exited: its namespace is not ours to fix
+      }
+      close(ns);
+      int it = bpf_iter_create(bpf_link__fd(link));
+      if (it < 0) failed = "create the TCP iterator in " + path + ": " + strerror(errno);
+      char buf[64];
+      while (it >= 0 && read(it, buf, sizeof(buf)) > 0) {
+      }
+      if (it >= 0) close(it);
+      if (setns(home, CLONE_NEWNET) != 0) {
+        // Never leave the JavaScript thread in another namespace.
+        fprintf(stderr, "causeway: cannot return to its own network namespace: %s\n", strerror(errno));
+        abort();
+      }
+    }
+    close(home);
+    bpf_link__destroy(link);
+    if (!failed.empty()) throw Napi::Error::New(env, failed);
+    return Napi::Number::New(env, shim_->bss->cw_iter_enabled);
   }
 
   // schedStart(nice: number[256], skprio: number[256]): the scheduler runs.

@@ -54,7 +54,7 @@ t.test('attach to a cgroup: a service that started first is traced, then left ru
   const svc = start(inCgroup(cg, [PY, SVC]));
   t.teardown(() => void svc.child.kill('SIGKILL'));
   await waitFor(() => svc.out.length > 0, 10000, 'the service to start');
-  const ids = JSON.parse(svc.out[0]) as { port: number; worker: number; logger: number; backend: number };
+  const ids = JSON.parse(svc.out[0]) as { port: number; worker: number; logger: number; backend: number; cache: number };
   const svcPid = svc.child.pid!;
   t.equal(await request(ids.port, 'before'), 'answer:BEFORE', 'the service answers before causeway is there');
 
@@ -64,8 +64,9 @@ t.test('attach to a cgroup: a service that started first is traced, then left ru
   t.teardown(() => void att.child.kill('SIGKILL'));
   await waitFor(() => att.err.some((l) => l.includes('following cgroup')), 20000, 'causeway to attach');
   const following = att.err.find((l) => l.includes('following cgroup'))!;
-  const m = /adopted (\d+) running thread\(s\) of (\d+) process\(es\)/.exec(following);
-  t.ok(m && Number(m[1]) >= 4 && Number(m[2]) === 1, `the service's threads were adopted: ${following}`);
+  const m = /adopted (\d+) running thread\(s\) of (\d+) process\(es\) and (\d+) open TCP connection\(s\)/.exec(following);
+  t.ok(m && Number(m[1]) >= 5 && Number(m[2]) === 1, `the service's threads were adopted: ${following}`);
+  t.equal(m && Number(m[3]), 2, 'and both ends of its open TCP connection to the cache switched on (the listener is not a connection)');
 
   const clientEv = path.join(dir, 'client.jsonl');
   t.equal(await request(ids.port, 'traced', clientEv), 'answer:TRACED', 'a request while attached is answered');
@@ -86,7 +87,8 @@ t.test('attach to a cgroup: a service that started first is traced, then left ru
   t.equal(recv?.pid, svcPid);
   t.ok(by('recv', ids.logger, 'pipe'), 'the logger thread read it from a pipe opened before the attach, in the same trace');
   t.ok(by('recv', ids.backend, 'unix'), 'the backend thread read it from a socketpair opened before the attach, in the same trace');
-  t.ok(evs.filter((e) => e.type === 'send' && e.tid === ids.worker).length >= 3, 'the worker\'s sends (pipe, backend, answer) carry the trace');
+  t.ok(by('recv', ids.cache, 'tcp'), 'the cache thread read it from a TCP connection opened before the attach, in the same trace');
+  t.ok(evs.filter((e) => e.type === 'send' && e.tid === ids.worker).length >= 4, 'the worker\'s sends (pipe, cache, backend, answer) carry the trace');
 
   const shown = await causeway(['show', '--db', db, '--json', trace]);
   t.equal(shown.status, 0, shown.stderr);

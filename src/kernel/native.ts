@@ -13,6 +13,7 @@ export interface NativeShim {
   readTask(tid: number): Buffer | null;
   writeRecord(tid: number, record: Buffer): void;
   adoptThread(tid: number, record: Buffer, startTicks: number): 'adopted' | 'followed' | 'gone';
+  enableExistingTcp(cgroupId: bigint, level: number, netns: string[]): number;
   /** The maps user space may change (policy, ingress_ports, egress_strip, chans, tcp_chans). */
   mapLookup(map: UserMapName, key: Buffer): Buffer | null;
   mapUpdate(map: UserMapName, key: Buffer, value: Buffer, flags?: number): void;

@@ -240,6 +240,20 @@ export class Shim extends EventEmitter {
     }
   }
 
+  /**
+   * Connections opened before the shim was there (causeway attach): switches
+   * the TCP option on for the established ones made in cgroup dir (id and
+   * depth below mount) or below, in each network namespace given
+   * (/proc/PID/ns/net). Returns how many it switched on.
+   */
+  enableExistingTcp(cgroupId: bigint, level: number, netns: string[]): number {
+    try {
+      return this.handle.enableExistingTcp(cgroupId, level, netns);
+    } catch (err) {
+      throw fromNative(err);
+    }
+  }
+
   /** A map that user space may read and change (policy, channels); raw bytes in and out. */
   map(name: UserMapName): UserMap {
     const h = this.handle;

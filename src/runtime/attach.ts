@@ -252,6 +252,33 @@ export class AttachScope implements RunScope {
     return n;
   }
 
+  /**
+   * Switches the TCP option on for the connections the target opened before
+   * the attach (they never passed the callback where it is switched on), in
+   * each network namespace its processes live in. Not for a process tree in
+   * the root cgroup: that would be every connection of the machine. Returns
+   * how many; 0 where the kernel cannot (before 6.10), said once by the caller.
+   */
+  enableExistingTcp(): number {
+    const shim = this.shim;
+    if (!shim) throw new Error('bind() the shim first');
+    const mount = requireMount();
+    const rel = path.relative(mount, this.dir);
+    if (rel === '') return 0;
+    const id = fs.statSync(this.dir, { bigint: true }).ino; // kernfs node id == cgroup id
+    const netns = new Map<bigint, string>();
+    for (const pid of this.candidates()) {
+      const p = `/proc/${pid}/ns/net`;
+      try {
+        const ino = fs.statSync(p, { bigint: true }).ino;
+        if (!netns.has(ino)) netns.set(ino, p);
+      } catch {
+        /* exited */
+      }
+    }
+    return shim.enableExistingTcp(id, rel.split(path.sep).length, [...netns.values()]);
+  }
+
   /** Why the target is gone, or null while it is there. */
   gone(): string | null {
     if (this.root) return startTicks(this.root.pid) === this.root.start ? null : `process ${this.root.pid} exited`;

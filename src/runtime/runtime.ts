@@ -99,7 +99,7 @@ export interface RunResult {
   /** Events not written to the events file (a write failed: that one's and every later one). */
   eventsFileLost: number;
   /** causeway attach: what was followed, how many threads and processes that ran already were adopted, and why it ended. */
-  attached?: { target: string; threads: number; processes: number; ended: string };
+  attached?: { target: string; threads: number; processes: number; connections: number; ended: string };
 }
 
 /** Finds a command the way a shell does; null if there is none. */
@@ -338,6 +338,8 @@ async function follow(target: AttachScope, shim: Shim, ops: Operations, opts: Ru
     return { ...root, traceId: opts.sharedTrace ? root.traceId : newTraceId(), eventId: newEventId(), sampled: root.sampled && Math.random() < rate };
   };
   let ended = '';
+  let connections = 0;
+  let tcpRefused = false;
   let wake = () => {};
   const stop = (why: string) => {
     ended ||= why;
@@ -347,9 +349,18 @@ async function follow(target: AttachScope, shim: Shim, ops: Operations, opts: Ru
   for (const [sig, f] of handlers) process.on(sig, f);
   try {
     target.adopt(recordFor);
+    const existingTcp = () => {
+      try {
+        connections += target.enableExistingTcp();
+      } catch (err) {
+        if (!tcpRefused) process.stderr.write(`causeway: TCP connections opened before the attach carry no record: ${(err as Error).message}\n`);
+        tcpRefused = true;
+      }
+    };
+    existingTcp();
     if (opts.summary !== false)
       process.stderr.write(
-        `causeway: following ${target.label}: adopted ${target.adopted.threads} running thread(s) of ${target.adopted.processes} process(es); SIGINT or SIGTERM detaches\n`,
+        `causeway: following ${target.label}: adopted ${target.adopted.threads} running thread(s) of ${target.adopted.processes} process(es) and ${connections} open TCP connection(s); SIGINT or SIGTERM detaches\n`,
       );
     opts.onStart?.({ pid: 0, shim, cgroup: target });
     while (!ended) {
@@ -360,12 +371,12 @@ async function follow(target: AttachScope, shim: Shim, ops: Operations, opts: Ru
       if (ended) break;
       const why = target.gone();
       if (why) stop(why);
-      else target.adopt(recordFor);
+      else if (target.adopt(recordFor) > 0 && !tcpRefused) existingTcp(); // processes moved in may bring connections
     }
   } finally {
     for (const [sig, f] of handlers) process.off(sig, f);
   }
-  return { target: target.label, threads: target.adopted.threads, processes: target.adopted.processes, ended };
+  return { target: target.label, threads: target.adopted.threads, processes: target.adopted.processes, connections, ended };
 }
 
 /** The pids of the processes (not threads) whose exit is in a raw batch. */
@@ -434,6 +445,6 @@ export function summaryLine(s: RunResult): string {
     if (a.errors) line += `, ${a.errors} hook failure(s)`;
   }
   if (s.killedLeftovers) line += `; killed ${s.killedLeftovers} leftover process(es)`;
-  if (s.attached) line += `; detached from ${s.attached.target} (${s.attached.ended}); adopted ${s.attached.threads} running thread(s) of ${s.attached.processes} process(es)`;
+  if (s.attached) line += `; detached from ${s.attached.target} (${s.attached.ended}); adopted ${s.attached.threads} running thread(s) of ${s.attached.processes} process(es) and ${s.attached.connections} open TCP connection(s)`;
   return line;
 }
