@@ -6,10 +6,9 @@
 import t from 'tap';
 import fs from 'node:fs';
 import http from 'node:http';
-import net, { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { ChildProcess, spawn } from 'node:child_process';
-import { BIN, bpfUnavailable, causeway, cgroup2Mount, cgroupPids, inCgroup, pidAlive, runCommand, testCgroup, tmpdir, waitFor } from './helpers';
+import { BIN, bpfUnavailable, causeway, cgroup2Mount, cgroupPids, inCgroup, pidAlive, runCommand, testCgroup, tmpdir, waitFor, freePort } from './helpers';
 
 const skip = bpfUnavailable() ?? undefined;
 const PY = '/usr/bin/python3';
@@ -50,13 +49,6 @@ const readStatus = (file: string): Status | null => {
   }
 };
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((resolve) => s.close(resolve));
-  return port;
-}
 
 /** Starts a service (python3 echo server) in a new cgroup below parent; its port. */
 async function service(t: { teardown(fn: () => void): void }, dir: string): Promise<{ port: number; pid: number }> {

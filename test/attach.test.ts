@@ -32,9 +32,10 @@ function start(argv: string[], opts: { stdin?: boolean } = {}): { child: ChildPr
   return { child, out, err };
 }
 
+/** Its exit status, once its output has been read to the end ('close', not 'exit': the last lines may still be in the pipe). */
 function exited(child: ChildProcess): Promise<number | null> {
-  if (child.exitCode !== null) return Promise.resolve(child.exitCode);
-  return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+  if (child.exitCode !== null && child.stdout?.readableEnded !== false && child.stderr?.readableEnded !== false) return Promise.resolve(child.exitCode);
+  return new Promise((resolve) => child.once('close', (code) => resolve(code)));
 }
 
 /** One request to the service, from a process of its own (under causeway run when events is given). */

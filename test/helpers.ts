@@ -2,6 +2,7 @@
 import { spawn, SpawnOptions } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
+import net, { AddressInfo } from 'node:net';
 import path from 'node:path';
 
 export const ROOT = path.join(__dirname, '..');
@@ -220,4 +221,13 @@ export function procState(pid: number): string | null {
   } catch {
     return null;
   }
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise((resolve) => s.close(resolve));
+  return port;
 }

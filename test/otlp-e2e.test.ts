@@ -34,9 +34,9 @@
 import t, { Test } from 'tap';
 import fs from 'node:fs';
 import http from 'node:http';
-import net, { AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import { bpfUnavailable, causeway, tmpdir } from './helpers';
+import { bpfUnavailable, causeway, tmpdir, freePort } from './helpers';
 
 const skip = bpfUnavailable();
 const FIXTURES = path.join(__dirname, 'fixtures');
@@ -99,13 +99,6 @@ exit ${STATUS}
   return file;
 }
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((resolve) => s.close(resolve));
-  return port;
-}
 
 // --- what show --json says ----------------------------------------------------
 
