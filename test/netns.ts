@@ -82,3 +82,39 @@ export function subnet(h: Host): string {
 export function subnet6(h: Host): string {
   return h.addr6.replace(/::\d+$/, '::/64');
 }
+
+/**
+ * Two hosts joined by one veth pair, no hub: net is the /24's first three
+ * parts (e.g. '10.216.0'), host i has address net.(i+1). Pick a net no other
+ * test uses. Removed by teardown, and swept like makeHosts' when the test
+ * process died.
+ */
+export function makePair(t: { teardown(fn: () => void): void }, net: string): [Omit<Host, 'hubIf' | 'addr6'>, Omit<Host, 'hubIf' | 'addr6'>] {
+  sweep();
+  const id = `cwt${process.pid}x${counter++}`;
+  const made: string[] = [];
+  t.teardown(() => {
+    for (const ns of made.reverse()) {
+      try {
+        ip('netns', 'del', ns);
+      } catch {
+        /* already gone */
+      }
+    }
+  });
+  const [n0, n1] = [`${id}n0`, `${id}n1`];
+  for (const ns of [n0, n1]) {
+    ip('netns', 'add', ns);
+    made.push(ns);
+    ip('-n', ns, 'link', 'set', 'lo', 'up');
+  }
+  ip('-n', n0, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', n1);
+  [n0, n1].forEach((ns, i) => {
+    ip('-n', ns, 'addr', 'add', `${net}.${i + 1}/24`, 'dev', 'eth0');
+    ip('-n', ns, 'link', 'set', 'eth0', 'up');
+  });
+  return [
+    { ns: n0, addr: `${net}.1` },
+    { ns: n1, addr: `${net}.2` },
+  ];
+}

@@ -126,8 +126,10 @@ interface OtlpSpan {
   startTimeUnixNano: string;
   endTimeUnixNano: string;
   attributes: KV[];
-  links: { traceId: string; spanId: string }[];
+  links: { traceId: string; spanId: string; flags?: number }[];
   status: { code: number; message?: string };
+  /** Bit 0x100: isRemote is known; 0x200: the parent is remote. */
+  flags?: number;
 }
 interface Request { resourceSpans: { resource: { attributes: KV[] }; scopeSpans: { scope: { name: string }; spans: OtlpSpan[] }[] }[] }
 interface Post { path: string; contentType: string; body: Request }
@@ -257,6 +259,46 @@ t.test('every span of the graphs arrives once, as the graph has it', async (t) =
     const resources = posts.flatMap((p) => p.body.resourceSpans).filter((rs) => attr(rs.resource.attributes, 'process.pid') === 300);
     t.equal(resources.length, 2, 'curl and nginx (both pid 300) under separate resources');
   });
+});
+
+t.test('a TCP hop whose ends are exported by two agents, one per host: joined by the send event id', async (t) => {
+  const { url, posts } = await collector(t);
+  const g = tcpHop();
+  // Each host's store has only its own events.
+  const [alpha, beta] = ['alpha', 'beta'].map((h) => buildGraph(g.trace, g.events.filter((e) => e.host === h)));
+  const [curlExec, curlSend, nginxRecv, nginxSend, curlRecv] = g.events;
+  t.same(await exportOtlp([beta], `${url}/v1/traces`, { encoding: 'json' }), { spans: 1, failed: 0 });
+  t.same(await exportOtlp([alpha], `${url}/v1/traces`, { encoding: 'json' }), { spans: 3, failed: 0 });
+  const got = received(posts).map((x) => x.span);
+  const byId = new Map(got.map((s) => [s.spanId, s]));
+  const nginx = byId.get(nginxRecv.id)!;
+  t.equal(nginx.parentSpanId, curlSend.id, "beta's recv names the send its record named: the span alpha exports from curl's send to its recv");
+  t.ok(byId.has(curlSend.id), 'which alpha exported');
+  t.same(nginx.links, [], 'no link');
+  t.equal((nginx.flags ?? 0) & 0x300, 0x300, 'its parent is remote');
+  const back = byId.get(curlRecv.id)!;
+  t.equal(back.parentSpanId, curlSend.id, "alpha's recv of the answer follows its own wait (the span that ends at it)");
+  t.same(back.links.map((l) => l.spanId), [nginxSend.id], "and links beta's send");
+  t.equal((back.flags ?? 0) & 0x300, 0x100, 'a local parent');
+  t.equal((back.links[0].flags ?? 0) & 0x300, 0x300, 'a remote link');
+  t.equal(byId.get(curlExec.id)!.parentSpanId, undefined, 'the root keeps no parent');
+  t.equal(byId.get(curlSend.id)!.parentSpanId, curlExec.id);
+
+  // nginx holds the trace on: a second request on another connection, in the same trace, is still the hop.
+  const tr = traceId(5);
+  const nginx2 = events(tr, [
+    { type: 'recv', pid: 300, comm: 'nginx', host: 'beta', at: 0, after: ['00000000000000a1'], channel: tcp('10.0.0.2', 80, '10.0.0.1', 40000), bytes: 77 },
+    { type: 'send', pid: 300, comm: 'nginx', host: 'beta', at: 1, after: [0], channel: tcp('10.0.0.2', 80, '10.0.0.1', 40000), bytes: 1500 },
+    { type: 'recv', pid: 300, comm: 'nginx', host: 'beta', at: 2, after: ['00000000000000a2'], channel: tcp('10.0.0.2', 80, '10.0.0.1', 40001), bytes: 77 },
+    { type: 'exit', pid: 300, comm: 'nginx', host: 'beta', at: 3, after: [2], exitCode: 0 },
+  ]);
+  const before = posts.length;
+  const [r1, , r2] = nginx2;
+  await exportOtlp([buildGraph(tr, nginx2)], `${url}/v1/traces`, { encoding: 'json' });
+  const again = new Map(received(posts.slice(before)).map((x) => [x.span.spanId, x.span]));
+  t.equal(again.get(r1.id)?.parentSpanId, '00000000000000a1');
+  t.equal(again.get(r2.id)?.parentSpanId, '00000000000000a2', "a recv that does not answer the thread's own send on that connection follows the other host's send");
+  t.same(again.get(r2.id)?.links, []);
 });
 
 t.test('a URL without a path gets /v1/traces; serviceName is used', async (t) => {

@@ -265,6 +265,15 @@ export async function agent(opts: AgentOptions): Promise<number> {
     // Each attachment detaches on the signal too (it listens for the same ones); wait for them all.
     await Promise.all([...active.values()].map((e) => e.done));
     await writer.close();
+    // What the writer stored last is within the limits too.
+    try {
+      const p = store.prune({ olderThan: BigInt(Date.now() - opts.maxAgeMs) * 1_000_000n, maxBytes: opts.maxBytes });
+      status.pruned.batches += p.batches;
+      status.pruned.events += p.events;
+      status.pruned.traces += p.traces;
+    } catch (err) {
+      debug('prune: %s', (err as Error).message);
+    }
     await exporting;
     nextExport = 0;
     await exportDue(true).catch(() => undefined);

@@ -11,12 +11,25 @@
  *    is keyed by its start event); parent span id = span.parent; links =
  *    span.links (a join's other parents, same trace). Only the graph's spans
  *    are exported, and span.parent and span.links always name graph spans, so
- *    every parent and link refers to a span of the same export, none dangles.
+ *    every parent and link refers to a span of the same export, none dangles
+ *    (but for the hop from another host, below).
  *    No span is made up for an event that starts none (a task whose only
  *    event is its exit, or a root whose thread reported nothing else): the
  *    graph gives no span such an event as parent, and its id stays visible in
  *    the causeway.event.parents attribute of the spans that follow it, as do
  *    parents outside the graph (the record a run started from).
+ *  - one exception, the hop from another host (or from another agent's or
+ *    run's store): a TCP recv or join whose parents are all outside the graph
+ *    adopted a record that crossed in the TCP option, naming the sender's send
+ *    event. Its sender exports its own spans, where that event's id is the id
+ *    of the span that starts at the send (for a request: the sender's wait for
+ *    the answer); the span that ends at the send cannot be named from here.
+ *    So the send's id is the parent, remote; but a thread that reads the
+ *    answer to its own request (the span that ends at this recv starts at a
+ *    send on the same connection: a front that receives its backend's answer)
+ *    keeps that span, its wait, as parent, and the send is a link.
+ *    Such a parent or link dangles at the collector when the sender's thread
+ *    had no later event in the trace (a server's last answer).
  *  - name = `${comm} ${startEvent.type}->${endEvent.type}`, e.g. "gzip recv->send".
  *  - kind = INTERNAL for all. A span runs from one event of a thread to its
  *    next, not over a request: CLIENT/SERVER would claim a request/response
@@ -114,8 +127,9 @@ export async function exportOtlp(graphs: TraceGraph[], url: string, opts: OtlpOp
       continue;
     }
     const execs = execsByProcess(g);
+    const previous = previousInThread(g);
     for (const s of g.spans) {
-      if (isValidSpanId(s.id.toLowerCase())) spans.push(toReadableSpan(s, resources.get(s, lastExec(execs, s)), g.byId));
+      if (isValidSpanId(s.id.toLowerCase())) spans.push(toReadableSpan(s, resources.get(s, lastExec(execs, s)), g.byId, fromOutside(s, g, previous)));
       else invalid++;
     }
   }
@@ -317,19 +331,57 @@ function spanStatus(s: Span): SpanStatus {
   return { code: SpanStatusCode.UNSET };
 }
 
-/** A graph span as the exporter's input; a parent or link is remote when another process's span. */
-function toReadableSpan(s: Span, resource: Resource, byId: Map<string, TraceEvent>): ReadableSpan {
+/** Parent and links of a span whose start read a record from outside the graph (another host's send); null for any other span. */
+interface Outside {
+  parent: string;
+  links: string[];
+}
+
+/** The hop from another host (see the file's comment): the parent and links a span gets when its TCP recv's parents are all outside the graph. */
+function fromOutside(s: Span, g: TraceGraph, previous: Map<string, TraceEvent>): Outside | null {
+  const e = s.startEvent;
+  if (s.parent !== undefined || (e.type !== 'recv' && e.type !== 'join') || e.channel?.kind !== 'tcp') return null;
+  const sends = e.parents.filter((p) => isValidSpanId(p.toLowerCase()));
+  if (sends.length === 0 || e.parents.some((p) => g.byId.has(p))) return null;
+  // The adopted send: a recv's only one, a join's last.
+  const ordered = e.type === 'join' ? [...sends].reverse() : sends;
+  // A thread that reads the answer to its own request: its wait, the span from its send on this connection, stays the parent.
+  const before = previous.get(e.id);
+  if (before && before.type === 'send' && sameConnection(before.channel, e.channel)) return { parent: before.id, links: ordered };
+  return { parent: ordered[0], links: ordered.slice(1) };
+}
+
+/** Each event's previous one in its thread (the events of the whole graph: the agent exports only the spans that are new). */
+function previousInThread(g: TraceGraph): Map<string, TraceEvent> {
+  const last = new Map<string, TraceEvent>();
+  const out = new Map<string, TraceEvent>();
+  for (const e of g.events) {
+    const k = `${e.host}/${e.tid}`;
+    const p = last.get(k);
+    if (p) out.set(e.id, p);
+    last.set(k, e);
+  }
+  return out;
+}
+
+function sameConnection(a: Channel | null, b: Channel): boolean {
+  return a?.kind === 'tcp' && b.kind === 'tcp' && a.local === b.local && a.localPort === b.localPort && a.remote === b.remote && a.remotePort === b.remotePort;
+}
+
+/** A graph span as the exporter's input; a parent or link is remote when another process's span, or another host's. */
+function toReadableSpan(s: Span, resource: Resource, byId: Map<string, TraceEvent>, outside: Outside | null): ReadableSpan {
   const remote = (id: string) => {
     const other = byId.get(id);
-    return other !== undefined && procKey(other) !== procKey(s);
+    return other === undefined ? outside !== null : procKey(other) !== procKey(s);
   };
   const ctx = context(s.trace, s.id, false);
-  const links: Link[] = s.links.map((id) => ({ context: context(s.trace, id, remote(id)) }));
+  const parent = outside?.parent ?? s.parent;
+  const links: Link[] = (outside?.links ?? s.links).map((id) => ({ context: context(s.trace, id, remote(id)) }));
   return {
     name: `${s.comm} ${s.startEvent.type}->${s.endEvent.type}`,
     kind: SpanKind.INTERNAL,
     spanContext: () => ctx,
-    ...(s.parent !== undefined && { parentSpanContext: context(s.trace, s.parent, remote(s.parent)) }),
+    ...(parent !== undefined && { parentSpanContext: context(s.trace, parent, remote(parent)) }),
     startTime: hrTime(s.start),
     endTime: hrTime(s.end),
     duration: hrTime(s.end - s.start),
