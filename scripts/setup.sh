@@ -10,9 +10,13 @@ cd "$(dirname "$0")/.."
 # servers and their load generators of bench/servers.ts (redis-benchmark is in
 # redis-tools; PostgreSQL, with pgbench, in postgresql and postgresql-contrib),
 # and the scheduler experiment's Python front's PostgreSQL driver (psycopg2 for
-# the system /usr/bin/python3, bench/scheduler).
+# the system /usr/bin/python3, bench/scheduler), and what the container test
+# runs (test/containers.ts: podman with runc, which works on hybrid cgroups
+# where podman's default crun does not, and netavark, the network backend the
+# test configures; busybox-static and the system python3 make the containers'
+# root filesystem).
 pkgs=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev make g++ python3 pkg-config iproute2 curl tcpdump chromium
-  redis-server redis-tools postgresql postgresql-contrib python3-psycopg2)
+  redis-server redis-tools postgresql postgresql-contrib python3-psycopg2 podman runc netavark busybox-static)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
