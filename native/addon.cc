@@ -26,6 +26,7 @@
 #include "causeway.h"
 #include "event_reader.h"
 #include "jsonl.h"
+#include "layers.h"
 #include "process.h"
 #include "sched.h"
 #include "sdk.h"
@@ -602,6 +603,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitJsonl(env, exports);
   InitProcess(env, exports);
   InitBatch(env, exports);
+  InitLayers(env, exports);
   return exports;
 }
 
