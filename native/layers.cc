@@ -129,35 +129,39 @@ class Layers : public Napi::ObjectWrap<Layers> {
     return o;
   }
 
-  // read() -> [{ event (48-bit, hex), ifindex, netns, dir, ts (bigint, CLOCK_BOOTTIME), flags, len, seq, trace }]
+  // read() -> [{ event (48-bit, hex), ifindex, netns, dir, ts (bigint, CLOCK_BOOTTIME), flags, len, seq, trace }]:
+  // takes the stamps out of the table (lookup and delete), so that it never stays full.
   Napi::Value Read(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     if (!skel_) throw Napi::Error::New(env, "the layer programs were destroyed");
     int fd = bpf_map__fd(skel_->maps.layer_stamps);
-    Napi::Array out = Napi::Array::New(env);
+    std::vector<Key> keys;
     Key key{}, next{};
     Key *prev = nullptr;
-    uint32_t n = 0;
-    char hex[33];
-    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-      Stamp s{};
-      if (bpf_map_lookup_elem(fd, &next, &s) == 0) {
-        Napi::Object o = Napi::Object::New(env);
-        snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(next.event));
-        o.Set("event", hex);
-        o.Set("ifindex", next.ifindex);
-        o.Set("netns", static_cast<double>(next.netns));
-        o.Set("dir", next.dir ? "out" : "in");
-        o.Set("ts", Napi::BigInt::New(env, s.ts));
-        o.Set("flags", s.flags);
-        o.Set("len", s.len);
-        o.Set("seq", s.seq);
-        for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", s.trace[i]);
-        o.Set("trace", hex);
-        out.Set(n++, o);
-      }
+    while (keys.size() < 65536 && bpf_map_get_next_key(fd, prev, &next) == 0) {
+      keys.push_back(next);
       key = next;
       prev = &key;
+    }
+    Napi::Array out = Napi::Array::New(env);
+    uint32_t n = 0;
+    char hex[33];
+    for (const Key &k : keys) {
+      Stamp s{};
+      if (bpf_map_lookup_and_delete_elem(fd, &k, &s) != 0) continue;
+      Napi::Object o = Napi::Object::New(env);
+      snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(k.event));
+      o.Set("event", hex);
+      o.Set("ifindex", k.ifindex);
+      o.Set("netns", static_cast<double>(k.netns));
+      o.Set("dir", k.dir ? "out" : "in");
+      o.Set("ts", Napi::BigInt::New(env, s.ts));
+      o.Set("flags", s.flags);
+      o.Set("len", s.len);
+      o.Set("seq", s.seq);
+      for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", s.trace[i]);
+      o.Set("trace", hex);
+      out.Set(n++, o);
     }
     return out;
   }

@@ -81,6 +81,7 @@ export interface NativeLayerStamp {
 export interface NativeLayers {
   /** Attaches (TCX) to ifname's ingress or egress inside the network namespace at nsPath; returns its ifindex there and the namespace's inode. */
   attach(nsPath: string, ifname: string, dir: 'in' | 'out'): { ifindex: number; netns: number };
+  /** Takes the stamps out of the kernel's table (each is returned once). */
   read(): NativeLayerStamp[];
   counters(): { packets: number; options: number; stored: number; full: number };
   detach(): void;

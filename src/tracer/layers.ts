@@ -134,7 +134,7 @@ export class LayerWatch {
     return this.progs.counters();
   }
 
-  /** The stamps so far, each named by its watched interface. */
+  /** The stamps since the last read (they leave the kernel's table), each named by its watched interface. */
   read(): LayerStamp[] {
     const byKey = new Map(this.watched.map((w) => [`${w.netnsIno}/${w.ifindex}/${w.dir}`, w]));
     const out: LayerStamp[] = [];

@@ -114,7 +114,11 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
     const lost = (stats.failed ? `, ${stats.failed} NOT STORED` : '') + (stats.dropped ? `, ${stats.dropped} DROPPED (store behind)` : '');
     process.stderr.write(`\r\x1b[Kcauseway trace: ${rateNow} events/s, ${stats.stored} stored${lost}, ${traces} trace(s) in the database, ${drops} dropped, ${((Date.now() - started) / 1000).toFixed(0)} s`);
   };
+  // The layer stamps leave the kernel's table every second (it holds 65,536), to the store at the end.
+  const layerStamps: LayerStamp[] = [];
+  const layerTimer = layers ? setInterval(() => layerStamps.push(...layers.read()), 1000) : undefined;
   let res: RunResult;
+  let ran = false;
   try {
     res = await run({
       ...opts,
@@ -130,7 +134,10 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
         opts.onStart?.(ctx);
       },
     });
+    ran = true;
   } finally {
+    clearInterval(layerTimer);
+    if (!ran) layers?.close(); // the run failed: nothing to keep
     if (timer) {
       clearInterval(timer);
       process.stderr.write('\r\x1b[K');
@@ -139,12 +146,13 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
     await writer.close();
   }
   // The command has ended: the layer programs leave the interfaces; their stamps are kept.
-  let layerStamps: LayerStamp[] = [];
   let layerCounts: { packets: number; options: number; stored: number; full: number } | undefined;
   if (layers) {
     try {
-      layerStamps = layers.read();
+      layerStamps.push(...layers.read());
       layerCounts = layers.counters();
+    } catch (err) {
+      process.stderr.write(`causeway: reading the layer stamps failed: ${(err as Error).message}\n`);
     } finally {
       layers.close();
     }
