@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "causeway",
-      "sources": ["native/addon.cc", "native/batch.cc", "native/event_reader.cc", "native/jsonl.cc", "native/process.cc", "native/sched.cc", "native/sdk.cc"],
+      "sources": ["native/addon.cc", "native/batch.cc", "native/event_reader.cc", "native/jsonl.cc", "native/process.cc", "native/sched.cc", "native/sdk.cc", "native/layers.cc"],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "bpf/.output",

@@ -27,6 +27,7 @@
 #include "causeway.h"
 #include "event_reader.h"
 #include "jsonl.h"
+#include "layers.h"
 #include "process.h"
 #include "sched.h"
 #include "sdk.h"
@@ -655,6 +656,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitJsonl(env, exports);
   InitProcess(env, exports);
   InitBatch(env, exports);
+  InitLayers(env, exports);
   return exports;
 }
 

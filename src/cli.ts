@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import { run, RunOptions } from './runtime/runtime';
 import type { AttachTarget } from './runtime/attach';
 import { trace } from './tracer/trace';
+import { parseLayerSpecs } from './tracer/layers';
 import { defaultDbPath, TraceStore, TraceSummary } from './tracer/store';
 import { buildGraph, TraceEvent, TraceGraph } from './tracer/graph';
 import { renderTree } from './tracer/tree';
@@ -212,7 +213,14 @@ function graphJson(g: TraceGraph) {
     processes: g.processes,
     events: g.events.map(ev),
     spans: g.spans.map((s) => ({ id: s.id, host: s.host, pid: s.pid, tid: s.tid, comm: s.comm, start: s.start.toString(), end: s.end.toString(), parent: s.parent ?? null, links: s.links })),
-    hops: g.hops.map((h) => ({ send: h.send.id, recv: h.recv.id, from: `${h.send.comm}[${h.send.pid}]`, to: `${h.recv.comm}[${h.recv.pid}]`, latencyNs: h.latencyNs.toString() })),
+    hops: g.hops.map((h) => ({
+      send: h.send.id,
+      recv: h.recv.id,
+      from: `${h.send.comm}[${h.send.pid}]`,
+      to: `${h.recv.comm}[${h.recv.pid}]`,
+      latencyNs: h.latencyNs.toString(),
+      ...(h.layers ? { layers: h.layers.map((l) => ({ ...l, start: l.start.toString(), latencyNs: l.latencyNs.toString() })) } : {}),
+    })),
   };
 }
 
@@ -251,8 +259,10 @@ export function program(): Command {
     .addOption(new Option('--otlp-encoding <encoding>', 'the OTLP/HTTP body').choices(['protobuf', 'json']).default('protobuf'))
     .option('--sample <rate>', 'fraction of root records sampled, 0-1 (unsampled ones still propagate)', rateArg, 1)
     .option('--host <name>', 'the host name stored with the events (default: this host\'s)')
-    .action(async (cmd: string[], o: RunFlags & { db?: string; html?: string; otlp?: string; otlpEncoding: 'json' | 'protobuf'; host?: string }) => {
-      const res = await trace({ ...runOptions(cmd, o, 'either'), db: o.db, html: o.html, otlp: o.otlp, otlpEncoding: o.otlpEncoding, sample: Number(o.sample), host: o.host });
+    .option('--layers <list>', 'time each hop in the layers of its path: tc programs on these interfaces, NETNS:IFNAME[:in|out][,...] (NETNS: a name under /run/netns, pid:PID, host); repeatable', collect, [])
+    .action(async (cmd: string[], o: RunFlags & { db?: string; html?: string; otlp?: string; otlpEncoding: 'json' | 'protobuf'; host?: string; layers: string[] }) => {
+      const layers = o.layers.length ? parseLayerSpecs(o.layers) : undefined;
+      const res = await trace({ ...runOptions(cmd, o, 'either'), db: o.db, html: o.html, otlp: o.otlp, otlpEncoding: o.otlpEncoding, sample: Number(o.sample), host: o.host, layers });
       process.exitCode = res.status;
     });
 
@@ -355,7 +365,7 @@ export function program(): Command {
       const store = TraceStore.open(o.db ?? defaultDbPath(), { readonly: true });
       try {
         const full = store.resolve(id);
-        const g = buildGraph(full, store.events(full));
+        const g = buildGraph(full, store.events(full), store.layerStamps(full));
         if (o.html) {
           fs.writeFileSync(o.html, renderHtml([g], { title: `causeway trace ${full}` }));
           process.stderr.write(`causeway: wrote ${o.html}\n`);

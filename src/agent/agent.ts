@@ -189,7 +189,7 @@ export async function agent(opts: AgentOptions): Promise<number> {
     status.export.pending = due.length;
     if (due.length === 0) return;
     const graphs = due.map(({ trace, since }) => {
-      const g = buildGraph(trace, store.events(trace));
+      const g = buildGraph(trace, store.events(trace), store.layerStamps(trace));
       return { ...g, spans: g.spans.filter((s) => s.start > since) };
     });
     const r = await exportOtlp(graphs, opts.otlp, { encoding: opts.otlpEncoding });

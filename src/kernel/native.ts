@@ -61,8 +61,37 @@ export interface NativeShimOptions {
 
 export type UserMapName = 'policy' | 'ingress_ports' | 'egress_strip' | 'chans' | 'sk_in' | 'sk_out';
 
+/** One stamp of the layer programs (bpf/layers.bpf.c): a record's first segment entering an interface. */
+export interface NativeLayerStamp {
+  /** The send event's 48-bit id, 16 hex digits. */
+  event: string;
+  ifindex: number;
+  /** The network namespace's inode number. */
+  netns: number;
+  dir: 'in' | 'out';
+  /** CLOCK_BOOTTIME ns. */
+  ts: bigint;
+  /** Bit 0: seen inside a VXLAN packet. */
+  flags: number;
+  len: number;
+  seq: number;
+  trace: string;
+}
+
+/** The tc programs of causeway trace --layers (native/layers.cc). */
+export interface NativeLayers {
+  /** Attaches (TCX) to ifname's ingress or egress inside the network namespace at nsPath; returns its ifindex there and the namespace's inode. */
+  attach(nsPath: string, ifname: string, dir: 'in' | 'out'): { ifindex: number; netns: number };
+  /** Takes the stamps out of the kernel's table (each is returned once). */
+  read(): NativeLayerStamp[];
+  counters(): { packets: number; options: number; stored: number; full: number };
+  detach(): void;
+  destroy(): void;
+}
+
 export interface NativeAddon {
   Shim: new (opts: NativeShimOptions) => NativeShim;
+  Layers: new (opts: { optKind: number; optExid: number }) => NativeLayers;
   clockOffset(): bigint;
   layout(): { record: number; task: number; event: number; counters: number; chan: number; chanSeg: number; sdkSlot: number; sdkSlots: number };
   probe(): Record<string, boolean>;

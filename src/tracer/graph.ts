@@ -11,6 +11,7 @@
  * send's publication and the read.
  */
 import type { CausalEvent, Channel, EventType } from '../kernel/events';
+import type { LayerStamp } from './layers';
 
 /** One stored event (the JSON form of docs/events.md, with ts as bigint and the host that saw it). */
 export interface TraceEvent {
@@ -56,6 +57,49 @@ export interface Hop {
   send: TraceEvent;
   recv: TraceEvent;
   latencyNs: bigint;
+  /** With causeway trace --layers: the layers the hop's bytes crossed, in path order; their latencies add up to latencyNs. */
+  layers?: Layer[];
+}
+
+/**
+ * One layer of a hop's path (docs/layers.md): the sending socket (from the
+ * send to the first interface), then each watched interface the record's
+ * first segment entered, from entering it to entering the next; the last one
+ * runs to the read (the receiving stack and the socket's queue are in it).
+ */
+export interface Layer {
+  /** `socket` for the sending socket. */
+  ifname: string;
+  /** The network namespace as --layers named it (the sending host's name for the socket). */
+  netns: string;
+  /** socket, veth, bridge, vxlan, device... */
+  kind: string;
+  dir: 'in' | 'out';
+  /** The segment was inside a VXLAN packet here (the underlay). */
+  encap: boolean;
+  /** Epoch ns when the bytes entered this layer. */
+  start: bigint;
+  latencyNs: bigint;
+}
+
+/** The 48 bits of an event id that the TCP option carries, as the layer stamps name it. */
+const id48 = (id: string) => id.padStart(16, '0').slice(-12).padStart(16, '0');
+
+/** A hop's layers from the stamps of its send's record (undefined without any). */
+export function hopLayers(send: TraceEvent, recv: TraceEvent, stamps: LayerStamp[]): Layer[] | undefined {
+  const seen = new Set<string>();
+  const mine = stamps
+    .filter((x) => x.event === id48(send.id) && x.ts >= send.ts && x.ts <= recv.ts)
+    .sort((a, b) => (a.ts < b.ts ? -1 : a.ts > b.ts ? 1 : 0))
+    .filter((x) => {
+      const k = `${x.netns}/${x.ifname}/${x.dir}`;
+      return !seen.has(k) && seen.add(k) !== undefined;
+    });
+  if (mine.length === 0) return undefined;
+  const layers: Layer[] = [{ ifname: 'socket', netns: send.host, kind: 'socket', dir: 'out', encap: false, start: send.ts, latencyNs: 0n }];
+  for (const x of mine) layers.push({ ifname: x.ifname, netns: x.netns, kind: x.kind, dir: x.dir, encap: x.encap, start: x.ts, latencyNs: 0n });
+  for (let i = 0; i < layers.length; i++) layers[i].latencyNs = (i + 1 < layers.length ? layers[i + 1].start : recv.ts) - layers[i].start;
+  return layers;
 }
 
 /** A process of the trace, as a node of the process graph. */
@@ -95,8 +139,8 @@ export interface TraceGraph {
 const threadKey = (e: { host: string; tid: number }) => `${e.host}/${e.tid}`;
 const procKey = (e: { host: string; pid: number }) => `${e.host}/${e.pid}`;
 
-/** Builds the graph of one trace from its events (any order). */
-export function buildGraph(trace: string, events: TraceEvent[]): TraceGraph {
+/** Builds the graph of one trace from its events (any order), and the layers of its hops from the layer stamps if any. */
+export function buildGraph(trace: string, events: TraceEvent[], stamps: LayerStamp[] = []): TraceGraph {
   const sorted = events.filter((e) => e.trace === trace).sort((a, b) => (a.ts < b.ts ? -1 : a.ts > b.ts ? 1 : 0));
   const byId = new Map(sorted.map((e) => [e.id, e]));
   const roots = sorted.filter((e) => !e.parents.some((p) => byId.has(p)));
@@ -136,7 +180,12 @@ export function buildGraph(trace: string, events: TraceEvent[]): TraceGraph {
     if (e.type !== 'recv' && e.type !== 'join') continue;
     for (const p of e.parents) {
       const send = byId.get(p);
-      if (send && send.type === 'send') hops.push({ send, recv: e, latencyNs: e.ts - send.ts });
+      if (send && send.type === 'send') {
+        const hop: Hop = { send, recv: e, latencyNs: e.ts - send.ts };
+        const layers = stamps.length ? hopLayers(send, e, stamps) : undefined;
+        if (layers) hop.layers = layers;
+        hops.push(hop);
+      }
     }
   }
 

@@ -134,6 +134,8 @@ interface HopView {
   fromRow: number;
   toRow: number;
   arrow: boolean;
+  /** With --layers: the layers of its path, in order (name, kind, direction, ms, in VXLAN). */
+  layers?: { name: string; kind: string; dir: string; ms: string; encap: boolean }[];
 }
 
 interface TraceView {
@@ -410,6 +412,9 @@ function traceView(g: TraceGraph): TraceView {
       fromRow,
       toRow,
       arrow,
+      ...(h.layers && {
+        layers: h.layers.map((l) => ({ name: l.kind === 'socket' ? `socket@${l.netns}` : `${l.ifname}@${l.netns}`, kind: l.kind, dir: l.dir, ms: ms3(l.latencyNs), encap: l.encap })),
+      }),
     };
   });
   const unarrowed = g.hops.length - arrows;
@@ -668,6 +673,37 @@ const SCRIPT = String.raw`
     });
   }
 
+  // causeway trace --layers: per hop, a bar of its layers (widths in proportion to their time), and their list.
+  function hopLayers(t, section) {
+    const hops = t.hopTable.filter((h) => h.layers);
+    if (!hops.length) return;
+    el('h3', {}, section, 'Layers of the hops (the network underneath: from entering a layer to entering the next)');
+    const colors = { socket: '#8250df', veth: '#0969da', bridge: '#1a7f37', vxlan: '#bf3989', device: '#9a6700' };
+    const width = 720;
+    hops.forEach((h) => {
+      const box = el('div', { class: 'layers', 'data-layers': h.send + '->' + h.recv }, section);
+      el('p', {}, box, h.from + ' -> ' + h.to + ': ' + h.latency + ' ms');
+      const total = h.layers.reduce((s, l) => s + Number(l.ms), 0) || 1;
+      const svg = sv('svg', { width: width, height: 18, viewBox: '0 0 ' + width + ' 18' }, box);
+      let x = 0;
+      h.layers.forEach((l) => {
+        const w = Math.max(1, (Number(l.ms) / total) * width);
+        const rect = sv('rect', { x: x.toFixed(1), y: 0, width: w.toFixed(1), height: 18, fill: colors[l.kind] || '#57606a', stroke: '#fff', 'data-layer': l.name + ':' + l.dir }, svg);
+        sv('title', {}, rect, l.name + ' ' + l.kind + ' ' + l.dir + (l.encap ? ' (in VXLAN)' : '') + ': ' + l.ms + ' ms');
+        x += w;
+      });
+      const table = el('table', { class: 'hops' }, box);
+      const head = el('tr', {}, el('thead', {}, table));
+      ['layer', 'kind', 'dir', 'ms'].forEach((c) => el('th', {}, head, c));
+      const body = el('tbody', {}, table);
+      h.layers.forEach((l) => {
+        const tr = el('tr', {}, body);
+        [l.name, l.kind + (l.encap ? ' (in VXLAN)' : ''), l.dir].forEach((v) => el('td', {}, tr, v));
+        el('td', { class: 'num' }, tr, l.ms);
+      });
+    });
+  }
+
   if (data.traces.length > 1) {
     const nav = el('nav', {}, main);
     const ol = el('ol', {}, nav);
@@ -681,6 +717,7 @@ const SCRIPT = String.raw`
     processGraph(t, i, section);
     timeline(t, i, section);
     hopTable(t, section);
+    hopLayers(t, section);
   });
 })();
 `;

@@ -132,6 +132,7 @@ export async function exportOtlp(graphs: TraceGraph[], url: string, opts: OtlpOp
       if (isValidSpanId(s.id.toLowerCase())) spans.push(toReadableSpan(s, resources.get(s, lastExec(execs, s)), g.byId, fromOutside(s, g, previous)));
       else invalid++;
     }
+    spans.push(...layerSpans(g, (s) => resources.get(s, lastExec(execs, s))));
   }
   const total = spans.length + invalid;
   let failed = invalid;
@@ -360,6 +361,72 @@ function previousInThread(g: TraceGraph): Map<string, TraceEvent> {
     const p = last.get(k);
     if (p) out.set(e.id, p);
     last.set(k, e);
+  }
+  return out;
+}
+
+/**
+ * causeway trace --layers: a hop whose layers were timed becomes a span of its
+ * own ("hop COMM -> COMM", from the send to the read, child of the sender's
+ * span that ends at the send), with a child span per layer ("IFNAME@NETNS
+ * KIND DIR", from entering it to entering the next; attributes
+ * network.interface.name, causeway.layer.{netns,kind,direction,encap}). Their
+ * span ids cannot collide with the events': event ids are 48 bits, and these
+ * set the top 16 over the read's 48: 0xbN00 for the read's N-th layered hop,
+ * 0xcNMM for its MM-th layer (up to 16 hops per read, 256 layers per hop).
+ */
+function layerSpans(g: TraceGraph, resourceOf: (s: Span) => Resource): ReadableSpan[] {
+  const out: ReadableSpan[] = [];
+  const endingAt = new Map(g.spans.map((s) => [s.endEvent.id, s]));
+  const nth = new Map<string, number>();
+  for (const h of g.hops) {
+    if (!h.layers) continue;
+    const sender = endingAt.get(h.send.id);
+    if (!sender || !isValidTraceId(g.trace.toLowerCase())) continue;
+    const n = nth.get(h.recv.id) ?? 0;
+    nth.set(h.recv.id, n + 1);
+    if (n > 15 || h.layers.length > 256) continue;
+    const low = h.recv.id.padStart(16, '0').slice(-12);
+    const hopId = `b${n.toString(16)}00${low}`;
+    const resource = resourceOf(sender);
+    const span = (id: string, parent: string, name: string, start: bigint, end: bigint, attributes: Attributes): ReadableSpan => {
+      const ctx = context(g.trace, id, false);
+      return {
+        name,
+        kind: SpanKind.INTERNAL,
+        spanContext: () => ctx,
+        parentSpanContext: context(g.trace, parent, false),
+        startTime: hrTime(start),
+        endTime: hrTime(end),
+        duration: hrTime(end - start),
+        status: { code: SpanStatusCode.UNSET },
+        attributes,
+        links: [],
+        events: [],
+        ended: true,
+        resource,
+        instrumentationScope: SCOPE,
+        droppedAttributesCount: 0,
+        droppedEventsCount: 0,
+        droppedLinksCount: 0,
+      };
+    };
+    out.push(span(hopId, sender.id, `hop ${h.send.comm} -> ${h.recv.comm}`, h.send.ts, h.recv.ts, {
+      'causeway.hop.send': h.send.id,
+      'causeway.hop.recv': h.recv.id,
+      'causeway.hop.latency_ns': Number(h.latencyNs),
+    }));
+    h.layers.forEach((l, i) => {
+      const id = `c${n.toString(16)}${i.toString(16).padStart(2, '0')}${low}`;
+      out.push(span(id, hopId, `${l.kind === 'socket' ? 'socket' : l.ifname}@${l.netns} ${l.kind} ${l.dir}`, l.start, l.start + l.latencyNs, {
+        'network.interface.name': l.ifname,
+        'causeway.layer.netns': l.netns,
+        'causeway.layer.kind': l.kind,
+        'causeway.layer.direction': l.dir,
+        'causeway.layer.encap': l.encap,
+        'causeway.layer.index': i,
+      }));
+    });
   }
   return out;
 }

@@ -29,6 +29,7 @@ import { decodeEvents } from '../kernel/events';
 import type { Channel, EventType } from '../kernel/events';
 import { native } from '../kernel/native';
 import { toTraceEvent, TraceEvent } from './graph';
+import type { LayerStamp } from './layers';
 
 /** The schema this causeway writes; it reads 1 and 2. */
 export const SCHEMA_VERSION = 2;
@@ -348,6 +349,36 @@ export class TraceStore {
     })();
   }
 
+  /**
+   * Stores the layer stamps of a run (causeway trace --layers; docs/layers.md)
+   * in one transaction. Their table is added to the file the first time, as
+   * `exported` is: the schema version stays, and a file without it simply has
+   * no stamps.
+   */
+  addLayerStamps(run: number, stamps: LayerStamp[]): void {
+    if (stamps.length === 0) return;
+    this.db.exec(`CREATE TABLE IF NOT EXISTS layer_stamps (run INTEGER NOT NULL, trace TEXT NOT NULL, event TEXT NOT NULL, ts INTEGER NOT NULL,
+                    ifname TEXT NOT NULL, netns TEXT NOT NULL, kind TEXT NOT NULL, dir TEXT NOT NULL, encap INTEGER NOT NULL, len INTEGER NOT NULL, seq INTEGER NOT NULL);
+                  CREATE INDEX IF NOT EXISTS layer_stamps_trace ON layer_stamps (trace)`);
+    const ins = this.db.prepare('INSERT INTO layer_stamps (run, trace, event, ts, ifname, netns, kind, dir, encap, len, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)');
+    this.db.transaction(() => {
+      for (const x of stamps) ins.run(run, x.trace, x.event, x.ts, x.ifname, x.netns, x.kind, x.dir, x.encap ? 1 : 0, x.len, x.seq);
+    })();
+  }
+
+  private hasLayerStamps(): boolean {
+    return this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'layer_stamps'").get() !== undefined;
+  }
+
+  /** The layer stamps of a trace, by time (none if the file has no such table). */
+  layerStamps(trace: string): LayerStamp[] {
+    if (!this.hasLayerStamps()) return [];
+    const rows = this.db.prepare('SELECT * FROM layer_stamps WHERE trace = ? ORDER BY ts').all(trace) as {
+      trace: string; event: string; ts: bigint; ifname: string; netns: string; kind: string; dir: string; encap: bigint; len: bigint; seq: bigint;
+    }[];
+    return rows.map((r) => ({ trace: r.trace, event: r.event, ts: r.ts, ifname: r.ifname, netns: r.netns, kind: r.kind, dir: r.dir as 'in' | 'out', encap: r.encap !== 0n, len: Number(r.len), seq: Number(r.seq) }));
+  }
+
   /** True once prune() has removed anything from this file. */
   private pruned(): boolean {
     return this.db.prepare("SELECT 1 FROM meta WHERE key = 'pruned'").get() !== undefined;
@@ -384,6 +415,7 @@ export class TraceStore {
           this.db.prepare('DELETE FROM traces WHERE id = ?').run(t);
           this.db.prepare('DELETE FROM trace_batches WHERE trace = ?').run(t);
           if (this.hasExported()) this.db.prepare('DELETE FROM exported WHERE trace = ?').run(t);
+          if (this.hasLayerStamps()) this.db.prepare('DELETE FROM layer_stamps WHERE trace = ?').run(t);
           out.traces++;
         }
       this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('pruned', ?)").run(String(Date.now()));

@@ -21,6 +21,7 @@ import { defaultDbPath, TraceStore } from './store';
 import { renderHtml } from './html';
 import { exportOtlp } from './otlp';
 import { STORE_QUEUE_BYTES, TraceWriter } from './writer';
+import { LayerSpec, LayerStamp, LayerWatch } from './layers';
 
 export interface TraceOptions extends RunOptions {
   /** The trace database (default: defaultDbPath()). */
@@ -38,6 +39,8 @@ export interface TraceOptions extends RunOptions {
   status?: boolean;
   /** Bytes of packed events waiting to be stored at most; past it batches are dropped and counted (default STORE_QUEUE_BYTES, 64 MiB). */
   storeQueueBytes?: number;
+  /** Interfaces whose layers each hop's bytes cross are timed (--layers; docs/layers.md). */
+  layers?: LayerSpec[];
 }
 
 export interface TraceResult extends RunResult {
@@ -48,6 +51,8 @@ export interface TraceResult extends RunResult {
   /** Events dropped before the store took them (it fell behind and its queue was full): lost. */
   storeDropped: number;
   db: string;
+  /** With --layers: the stamps stored and the layer programs' counters. */
+  layers?: { stamps: number; packets: number; options: number; full: number };
 }
 
 const sizeOf = (bytes: number) => (bytes >= 1048576 ? `${(bytes / 1048576).toFixed(0)} MiB` : `${bytes} bytes`);
@@ -57,12 +62,21 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
   if (!(rate >= 0 && rate <= 1)) throw new CausewayError(`--sample takes a rate from 0 to 1, not ${rate}`);
   const host = opts.host ?? os.hostname();
   const db = opts.db ?? defaultDbPath();
-  const store = TraceStore.open(db);
+  // The layer programs first: a wrong interface is refused before anything runs or is stored.
+  const layers = opts.layers?.length ? LayerWatch.open(opts.layers, { optKind: opts.optKind, optExid: opts.optExid }) : null;
+  let store: TraceStore;
+  try {
+    store = TraceStore.open(db);
+  } catch (err) {
+    layers?.close();
+    throw err;
+  }
   let runId: number;
   try {
     runId = store.beginRun([opts.command, ...opts.args].join(' '), host);
   } catch (err) {
     store.close();
+    layers?.close();
     throw new CausewayError(`cannot write to the trace database ${db}: ${(err as Error).message}`);
   }
   const writer = new TraceWriter({
@@ -100,7 +114,11 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
     const lost = (stats.failed ? `, ${stats.failed} NOT STORED` : '') + (stats.dropped ? `, ${stats.dropped} DROPPED (store behind)` : '');
     process.stderr.write(`\r\x1b[Kcauseway trace: ${rateNow} events/s, ${stats.stored} stored${lost}, ${traces} trace(s) in the database, ${drops} dropped, ${((Date.now() - started) / 1000).toFixed(0)} s`);
   };
+  // The layer stamps leave the kernel's table every second (it holds 65,536), to the store at the end.
+  const layerStamps: LayerStamp[] = [];
+  const layerTimer = layers ? setInterval(() => layerStamps.push(...layers.read()), 1000) : undefined;
   let res: RunResult;
+  let ran = false;
   try {
     res = await run({
       ...opts,
@@ -116,13 +134,28 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
         opts.onStart?.(ctx);
       },
     });
+    ran = true;
   } finally {
+    clearInterval(layerTimer);
+    if (!ran) layers?.close(); // the run failed: nothing to keep
     if (timer) {
       clearInterval(timer);
       process.stderr.write('\r\x1b[K');
     }
     // Every batch has been handed over (the shim is closed): the writer stores what it holds, then stops.
     await writer.close();
+  }
+  // The command has ended: the layer programs leave the interfaces; their stamps are kept.
+  let layerCounts: { packets: number; options: number; stored: number; full: number } | undefined;
+  if (layers) {
+    try {
+      layerStamps.push(...layers.read());
+      layerCounts = layers.counters();
+    } catch (err) {
+      process.stderr.write(`causeway: reading the layer stamps failed: ${(err as Error).message}\n`);
+    } finally {
+      layers.close();
+    }
   }
   // From here on the command's status is known: failures are reported, never thrown.
   const failed = (what: string, err: unknown) => process.stderr.write(`causeway: ${what} failed: ${(err as Error).message}\n`);
@@ -131,13 +164,25 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
   } catch (err) {
     failed(`recording the run's end (status ${res.status}) in ${db}`, err);
   }
+  try {
+    store.addLayerStamps(runId, layerStamps);
+  } catch (err) {
+    failed(`storing ${layerStamps.length} layer stamps in ${db}`, err);
+  }
   let traces: string[] = [];
   try {
     traces = store.tracesOfRun(runId);
   } catch (err) {
     failed(`reading this run's traces from ${db}`, err);
   }
-  const graphs = (): TraceGraph[] => traces.map((t) => buildGraph(t, store.events(t)));
+  const graphs = (): TraceGraph[] => traces.map((t) => buildGraph(t, store.events(t), store.layerStamps(t)));
+  if (layerCounts)
+    process.stderr.write(
+      `causeway: layers: ${layerStamps.length} stamp(s) on ${new Set(opts.layers!.map((l) => `${l.netns}:${l.ifname}`)).size} interface(s); ` +
+        `${layerCounts.packets} packets seen, ${layerCounts.options} with a record` +
+        (layerCounts.full ? `; LOST ${layerCounts.full} stamps (the stamp table was full)` : '') +
+        '\n',
+    );
   if (opts.summary !== false || stats.failed || stats.dropped) process.stderr.write(
     `causeway: tracer stored ${stats.stored} events of ${traces.length} trace(s) in ${db}` +
       (stats.failed ? `; FAILED to store ${stats.failed} events, LOST (${stats.error?.message})` : '') +
@@ -167,5 +212,6 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
   } catch (err) {
     failed(`closing ${db}`, err);
   }
-  return { ...res, traces, stored: stats.stored, storeFailed: stats.failed, storeDropped: stats.dropped, db };
+  const layerResult = layerCounts && { stamps: layerStamps.length, packets: layerCounts.packets, options: layerCounts.options, full: layerCounts.full };
+  return { ...res, traces, stored: stats.stored, storeFailed: stats.failed, storeDropped: stats.dropped, db, ...(layerResult ? { layers: layerResult } : {}) };
 }

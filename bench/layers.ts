@@ -1,0 +1,117 @@
+/**
+ * What the layer programs (causeway trace --layers, bpf/layers.bpf.c) cost:
+ * TCP request/response (bench/pingpong.c tcpns, 64-byte messages) from one
+ * container to the other across the VXLAN overlay of test/overlay.ts, with
+ * and without the programs on all 10 interfaces of the path in both
+ * directions (20 attachments: each packet runs them 10 times on the way
+ * there, 10 on the way back), alternating, several rounds; and the kernel's
+ * own accounting of the programs (kernel.bpf_stats_enabled): ns per run.
+ *
+ *   node dist/bench/layers.js [--rounds N] [--seconds S]
+ *
+ * Without a causeway run the packets carry no record: this measures the
+ * parse that every packet of a watched interface pays. With records (the
+ * option on the first segment of each), those segments also pay a hash
+ * insert: the `records` rows measure that, two `causeway run --trust` ends.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { makeOverlay } from '../test/overlay';
+import { native } from '../src/kernel/native';
+
+const ROOT = path.join(__dirname, '..', '..');
+const arg = (name: string, def: number) => {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? Number(process.argv[i + 1]) : def;
+};
+const ROUNDS = arg('--rounds', 5);
+const SECONDS = arg('--seconds', 2);
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+/** Round trips per second of one pingpong tcpns run, each end in its container (each in `causeway run` if records). */
+async function pingpong(bin: string, o: ReturnType<typeof makeOverlay>, dir: string, records: boolean): Promise<number> {
+  const out = path.join(dir, 'rate');
+  const env = { ...process.env, PP_SERVER_NS: o.ctrB, PP_CLIENT_NS: o.ctrA, PP_ADDR: o.addrB, PP_PORT: '7100' };
+  if (!records) {
+    execFileSync(bin, ['tcpns', '64', String(SECONDS), out, '-1'], { env });
+    return Number(fs.readFileSync(out, 'utf8'));
+  }
+  const cw = path.join(ROOT, 'bin', 'causeway.js');
+  const server = spawn(process.execPath, [cw, 'run', '--trust', o.trust, '--', bin, 'tcpns', '64', String(SECONDS), path.join(dir, 'srv'), '-1'], { env: { ...env, PP_ROLE: 'server' }, stdio: 'ignore' });
+  execFileSync(process.execPath, [cw, 'run', '--trust', o.trust, '--', bin, 'tcpns', '64', String(SECONDS), out, '-1'], { env: { ...env, PP_ROLE: 'client' }, stdio: 'ignore' });
+  await new Promise((r) => server.on('close', r));
+  return Number(fs.readFileSync(out, 'utf8'));
+}
+
+/** run_time_ns and run_cnt of the loaded programs named cw_layer_* (bpftool). */
+function progStats(): { ns: number; runs: number } {
+  const progs = JSON.parse(execFileSync('bpftool', ['prog', 'show', '--json'], { encoding: 'utf8' })) as { name?: string; run_time_ns?: number; run_cnt?: number }[];
+  let ns = 0;
+  let runs = 0;
+  for (const p of progs)
+    if (p.name === 'cw_layer_in' || p.name === 'cw_layer_out') {
+      ns += p.run_time_ns ?? 0;
+      runs += p.run_cnt ?? 0;
+    }
+  return { ns, runs };
+}
+
+async function main(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'causeway-bench-layers-'));
+  const teardown: (() => void)[] = [];
+  const bin = path.join(dir, 'pingpong');
+  execFileSync('cc', ['-O2', '-o', bin, path.join(ROOT, 'bench', 'pingpong.c')]);
+  const o = makeOverlay({ teardown: (fn) => teardown.push(fn) });
+  const statsBefore = fs.readFileSync('/proc/sys/kernel/bpf_stats_enabled', 'utf8').trim();
+  fs.writeFileSync('/proc/sys/kernel/bpf_stats_enabled', '1');
+  try {
+    const rows: { records: boolean; off: number[]; on: number[]; nsPerRun: number[] }[] = [];
+    for (const records of [false, true]) {
+      const row = { records, off: [] as number[], on: [] as number[], nsPerRun: [] as number[] };
+      await pingpong(bin, o, dir, records); // warm: neighbours, caches
+      for (let r = 0; r < ROUNDS; r++) {
+        row.off.push(await pingpong(bin, o, dir, records));
+        const L = new (native().Layers)({ optKind: 253, optExid: 0xc5a7 });
+        try {
+          for (const item of o.pathAB) {
+            const [ns, ifname] = item.split(':');
+            for (const d of ['in', 'out'] as const) L.attach(`/run/netns/${ns}`, ifname, d);
+          }
+          const s0 = progStats();
+          row.on.push(await pingpong(bin, o, dir, records));
+          const s1 = progStats();
+          row.nsPerRun.push((s1.ns - s0.ns) / Math.max(1, s1.runs - s0.runs));
+          const c = L.counters();
+          if (r === 0) process.stderr.write(`records=${records}: ${c.packets} packets, ${c.options} with a record, ${c.stored} stamps, ${c.full} lost (table full)\n`);
+        } finally {
+          L.destroy();
+        }
+      }
+      rows.push(row);
+    }
+    const lines = ['| packets carry records | round trips/s without | with the programs | ratio (median; min-max of rounds) | added per round trip | ns per program run (bpf_stats) |', '|---|---|---|---|---|---|'];
+    for (const r of rows) {
+      const ratios = r.on.map((v, i) => v / r.off[i]);
+      const added = 1e9 / median(r.on) - 1e9 / median(r.off);
+      lines.push(
+        `| ${r.records ? 'yes (two causeway runs)' : 'no'} | ${median(r.off).toFixed(0)} | ${median(r.on).toFixed(0)} | ${median(ratios).toFixed(3)} (${Math.min(...ratios).toFixed(3)}-${Math.max(...ratios).toFixed(3)}) | ${added.toFixed(0)} ns | ${median(r.nsPerRun).toFixed(0)} (${Math.min(...r.nsPerRun).toFixed(0)}-${Math.max(...r.nsPerRun).toFixed(0)}) |`,
+      );
+    }
+    process.stdout.write(`${ROUNDS} rounds of ${SECONDS} s, 64-byte request/response, 20 program attachments on the path (each packet: 10 runs)\n${lines.join('\n')}\n`);
+  } finally {
+    fs.writeFileSync('/proc/sys/kernel/bpf_stats_enabled', statsBefore);
+    for (const fn of teardown) fn();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`${(err as Error).stack}\n`);
+  process.exitCode = 1;
+});
