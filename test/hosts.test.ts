@@ -6,9 +6,9 @@
  */
 import t, { Test } from 'tap';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { bpfUnavailable, causeway, EventJson, readEvents, tmpdir, waitFor } from './helpers';
-import { makeHosts, subnet, subnet6, Host } from './netns';
+import { makeHosts, makePair, subnet, subnet6, Host } from './netns';
 import { readTcpPackets, TcpPacket } from './pcap';
 import { newTraceId } from '../src/kernel/record';
 import fs from 'node:fs';
@@ -99,6 +99,43 @@ t.test('two hosts: the server adopts the client\'s trace and event ids from the 
   t.same(back?.parents, [answer?.event], "the answer leads back to the server's send");
 
   checkOptionOnWire(t, await stopCapture(), a.addr, trace, send?.event);
+});
+
+t.test('a first send of many segments leaves at once: its mss has room for the option', { skip: skip ?? false }, async (t) => {
+  // Before: the first record of a connection was published after tcp_sendmsg computed its mss, so the first full
+  // segments left 28 bytes over the MTU once the option was written: refused by IP (DF), sent again 200 ms later.
+  // A veth pair with no bridge between (through a bridge, the oversized segment went through).
+  const dir = tmpdir(t);
+  const [a, b] = makePair(t, '10.218.0');
+  const trust = ['--trust', '10.218.0.0/24'];
+  const N = 200000;
+  const server = `import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('${b.addr}', 7001)); s.listen(1)
+open('${dir}/ready', 'w').close()
+c, _ = s.accept(); got = 0
+while got < ${N}:
+    d = c.recv(1 << 20)
+    if not d: break
+    got += len(d)
+c.sendall(b'k'); print(got)`;
+  const client = `import socket, os, time
+while not os.path.exists('${dir}/ready'): time.sleep(0.02)
+c = socket.create_connection(('${b.addr}', 7001)); c.sendall(b'x' * ${N}); print(c.recv(1).decode())`;
+  // The oversized segments never reached the wire: the sender's IP layer refused them (DF set), counted as FragFails.
+  const fragFails = () => {
+    const snmp = execFileSync('ip', ['netns', 'exec', a.ns, 'cat', '/proc/net/snmp'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith('Ip:'));
+    const [names, values] = snmp.map((l) => l.split(/\s+/));
+    return Number(values[names.indexOf('FragFails')]);
+  };
+  const srv = causeway(['run', '-q', ...trust, '--', 'ip', 'netns', 'exec', b.ns, 'python3', '-c', server]);
+  const before = fragFails();
+  const cli = await causeway(['run', ...trust, '--', 'ip', 'netns', 'exec', a.ns, 'python3', '-c', client]);
+  const after = fragFails();
+  const s = await srv;
+  t.equal(cli.stdout, 'k\n', cli.stderr);
+  t.equal(s.stdout, `${N}\n`, 'every byte arrived');
+  t.match(cli.stderr, /tcpOptionsWritten=[1-9]/, 'with the option on the wire');
+  t.equal(after - before, 0, 'and no segment was too big for the path (FragFails of the client\'s host; before the fix: one per segment of the first flight, resent after 200 ms)');
 });
 
 t.test('two hosts over IPv6', { skip: skip ?? false }, async (t) => {

@@ -52,6 +52,16 @@ static __always_inline void skops_key(struct bpf_sock_ops *skops, bool egress, s
 	k->pad = 0;
 }
 
+/* Whether the connection's peer is in a trusted network (for a connection with no channel yet). */
+static __always_inline bool peer_trusted(struct bpf_sock_ops *skops)
+{
+	struct cw_lpm_key k = { .prefixlen = 128 };
+	__u8 local[16];
+
+	skops_addrs(skops, local, k.addr);
+	return bpf_map_lookup_elem(&trusted_nets, &k) != NULL;
+}
+
 static __always_inline bool has_actor_area(const struct cw_record *r)
 {
 	const __u64 *a = (const __u64 *)r->actor;
@@ -149,8 +159,19 @@ static __always_inline void opt_reserve(struct bpf_sock_ops *skops)
 	if (!sk || (skops->skb_tcp_flags & 0x02 /* SYN */))
 		return;
 	ch = bpf_sk_storage_get(&sk_out, sk, NULL, 0);
-	if (!ch || !ch->head)
+	if (!ch || !ch->head) {
+		/*
+		 * No record yet. The first one is published inside tcp_sendmsg,
+		 * after it computed the mss that the whole send then keeps: if
+		 * that mss left no room, the send's first full segment leaves
+		 * CW_OPT_LEN bytes over the path's MTU once the option is written,
+		 * is dropped, and goes again only after a retransmission timeout.
+		 * So every mss of a connection to a trusted peer has room for it.
+		 */
+		if (mss_probe && peer_trusted(skops))
+			bpf_reserve_hdr_opt(skops, CW_OPT_LEN, 0);
 		return;
+	}
 	if (!mss_probe) {
 		if (!skops->skb_len)
 			return;	/* a pure ACK */
