@@ -17,7 +17,8 @@
  * (bench/servers.ts); the cost of formatting `-e FILE`'s lines, native
  * against TypeScript (bench/jsonl.ts); the trace store on one core
  * (bench/store.ts); the scheduler experiment, a multi-tier application in
- * overload with and without `--actor scheduler` (bench/scheduler).
+ * overload with and without `--actor scheduler` (bench/scheduler); the layer
+ * programs of `causeway trace --layers` across a VXLAN overlay (bench/layers.ts).
  * TCP across two namespaces runs its server and its client as two processes,
  * one in each namespace, and in two runs where there are runs: the record
  * crosses between them in the TCP header option.
@@ -26,7 +27,7 @@
  *   node dist/bench/index.js [--quick] [--only SECTION[,SECTION...]] [--from-json]
  * --only measures only the sections named (micro: the request/response table,
  * or one of its rows by mode: pipe, unix, tcp, tcpns, bulk, forkexec; actors;
- * sdk; memory; app; servers, or redis or pgbench alone; jsonl; store; scheduler) and keeps every other
+ * sdk; memory; app; servers, or redis or pgbench alone; jsonl; store; scheduler; layers) and keeps every other
  * section from the BENCHMARKS.json already there.
  */
 import fs from 'node:fs';
@@ -46,6 +47,7 @@ import { benchApp } from './app';
 import { benchServers, WORKLOADS, WorkloadName } from './servers';
 import { benchJsonl } from './jsonl';
 import { benchScheduler, schedulerMarkdown, SchedulerBench } from './scheduler';
+import { benchLayers, layersMarkdown, LayersBench } from './layers';
 import { median, machine, withFloor, withOutsideRun } from './common';
 
 const ROOT = path.join(__dirname, '..', '..');
@@ -278,6 +280,8 @@ interface Extras {
   store?: { json: unknown; md: string };
   /** bench/scheduler: the multi-tier application in overload, with and without the scheduler actor. */
   scheduler?: { json: unknown; md: string };
+  /** bench/layers.ts: the tc programs of causeway trace --layers, across a VXLAN overlay. */
+  layers?: { json: unknown; md: string };
 }
 
 /** One row of the request/response table in BENCHMARKS.json; rounds, seconds and date say which invocation measured it. */
@@ -338,7 +342,7 @@ function rowsOf(j: Report): ResultRow[] {
 }
 
 const MICRO_MODES = [...new Set(BENCHES.map((b) => b.mode))];
-const SECTIONS = ['micro', ...MICRO_MODES, 'actors', 'sdk', 'memory', 'app', 'servers', ...WORKLOADS, 'jsonl', 'store', 'scheduler'] as const;
+const SECTIONS = ['micro', ...MICRO_MODES, 'actors', 'sdk', 'memory', 'app', 'servers', ...WORKLOADS, 'jsonl', 'store', 'scheduler', 'layers'] as const;
 
 /** --only A,B (or --only A --only B): the sections to measure; null: all of them. */
 function parseOnly(argv: string[]): Set<string> | null {
@@ -447,6 +451,11 @@ async function main() {
       process.stderr.write('scheduler: a multi-tier application in overload, two priority classes, with and without the scheduler actor\n');
       const sch = await benchScheduler({ quick });
       extras.scheduler = { json: sch.json, md: sch.md };
+    }
+    if (want('layers')) {
+      process.stderr.write('layers: request/response across a VXLAN overlay, with and without the layer programs\n');
+      const lay = await benchLayers({ quick });
+      extras.layers = { json: lay.json, md: lay.md };
     }
   } finally {
     removeNamespaces();
@@ -622,6 +631,7 @@ function summarize(rows: ResultRow[], rounds: number, secs: number, extras: Extr
   // Rendered again from its figures, so that --from-json follows changes to the text.
   if (extras.store) lines.push(storeMarkdown(extras.store.json as StoreBench), '');
   if (extras.scheduler) lines.push(schedulerMarkdown(extras.scheduler.json as SchedulerBench), '');
+  if (extras.layers) lines.push(layersMarkdown(extras.layers.json as LayersBench), '');
   return { md: lines.join('\n'), json: { machine: machine(), rounds, seconds: secs, results: json, extras } };
 }
 

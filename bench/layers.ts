@@ -7,7 +7,7 @@
  * there, 10 on the way back), alternating, several rounds; and the kernel's
  * own accounting of the programs (kernel.bpf_stats_enabled): ns per run.
  *
- *   node dist/bench/layers.js [--rounds N] [--seconds S]
+ *   node dist/bench/index.js --only layers    (a section of npm run bench)
  *
  * Without a causeway run the packets carry no record: this measures the
  * parse that every packet of a watched interface pays. With records (the
@@ -22,12 +22,13 @@ import { makeOverlay } from '../test/overlay';
 import { native } from '../src/kernel/native';
 
 const ROOT = path.join(__dirname, '..', '..');
-const arg = (name: string, def: number) => {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? Number(process.argv[i + 1]) : def;
-};
-const ROUNDS = arg('--rounds', 5);
-const SECONDS = arg('--seconds', 2);
+
+/** What BENCHMARKS.json keeps of it. */
+export interface LayersBench {
+  rounds: number;
+  seconds: number;
+  rows: { records: boolean; off: number[]; on: number[]; nsPerRun: number[] }[];
+}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -35,7 +36,7 @@ function median(xs: number[]): number {
 }
 
 /** Round trips per second of one pingpong tcpns run, each end in its container (each in `causeway run` if records). */
-async function pingpong(bin: string, o: ReturnType<typeof makeOverlay>, dir: string, records: boolean): Promise<number> {
+async function pingpong(bin: string, o: ReturnType<typeof makeOverlay>, dir: string, records: boolean, SECONDS: number): Promise<number> {
   const out = path.join(dir, 'rate');
   const env = { ...process.env, PP_SERVER_NS: o.ctrB, PP_CLIENT_NS: o.ctrA, PP_ADDR: o.addrB, PP_PORT: '7100' };
   if (!records) {
@@ -62,7 +63,9 @@ function progStats(): { ns: number; runs: number } {
   return { ns, runs };
 }
 
-async function main(): Promise<void> {
+export async function benchLayers(opts: { quick?: boolean } = {}): Promise<{ json: LayersBench; md: string }> {
+  const ROUNDS = opts.quick ? 3 : 5;
+  const SECONDS = opts.quick ? 1 : 2;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'causeway-bench-layers-'));
   const teardown: (() => void)[] = [];
   const bin = path.join(dir, 'pingpong');
@@ -74,9 +77,9 @@ async function main(): Promise<void> {
     const rows: { records: boolean; off: number[]; on: number[]; nsPerRun: number[] }[] = [];
     for (const records of [false, true]) {
       const row = { records, off: [] as number[], on: [] as number[], nsPerRun: [] as number[] };
-      await pingpong(bin, o, dir, records); // warm: neighbours, caches
+      await pingpong(bin, o, dir, records, SECONDS); // warm: neighbours, caches
       for (let r = 0; r < ROUNDS; r++) {
-        row.off.push(await pingpong(bin, o, dir, records));
+        row.off.push(await pingpong(bin, o, dir, records, SECONDS));
         const L = new (native().Layers)({ optKind: 253, optExid: 0xc5a7 });
         try {
           for (const item of o.pathAB) {
@@ -84,7 +87,7 @@ async function main(): Promise<void> {
             for (const d of ['in', 'out'] as const) L.attach(`/run/netns/${ns}`, ifname, d);
           }
           const s0 = progStats();
-          row.on.push(await pingpong(bin, o, dir, records));
+          row.on.push(await pingpong(bin, o, dir, records, SECONDS));
           const s1 = progStats();
           row.nsPerRun.push((s1.ns - s0.ns) / Math.max(1, s1.runs - s0.runs));
           const c = L.counters();
@@ -95,15 +98,8 @@ async function main(): Promise<void> {
       }
       rows.push(row);
     }
-    const lines = ['| packets carry records | round trips/s without | with the programs | ratio (median; min-max of rounds) | added per round trip | ns per program run (bpf_stats) |', '|---|---|---|---|---|---|'];
-    for (const r of rows) {
-      const ratios = r.on.map((v, i) => v / r.off[i]);
-      const added = 1e9 / median(r.on) - 1e9 / median(r.off);
-      lines.push(
-        `| ${r.records ? 'yes (two causeway runs)' : 'no'} | ${median(r.off).toFixed(0)} | ${median(r.on).toFixed(0)} | ${median(ratios).toFixed(3)} (${Math.min(...ratios).toFixed(3)}-${Math.max(...ratios).toFixed(3)}) | ${added.toFixed(0)} ns | ${median(r.nsPerRun).toFixed(0)} (${Math.min(...r.nsPerRun).toFixed(0)}-${Math.max(...r.nsPerRun).toFixed(0)}) |`,
-      );
-    }
-    process.stdout.write(`${ROUNDS} rounds of ${SECONDS} s, 64-byte request/response, 20 program attachments on the path (each packet: 10 runs)\n${lines.join('\n')}\n`);
+    const json: LayersBench = { rounds: ROUNDS, seconds: SECONDS, rows };
+    return { json, md: layersMarkdown(json) };
   } finally {
     fs.writeFileSync('/proc/sys/kernel/bpf_stats_enabled', statsBefore);
     for (const fn of teardown) fn();
@@ -111,7 +107,27 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err) => {
-  process.stderr.write(`${(err as Error).stack}\n`);
-  process.exitCode = 1;
-});
+/** The BENCHMARKS.md section, from the figures (so that --from-json follows changes to the text). */
+export function layersMarkdown(b: LayersBench): string {
+  const lines = [
+    '## Layers: the tc programs of `causeway trace --layers` (bench/layers.ts)',
+    '',
+    `TCP request/response (64 bytes) between the two containers of a VXLAN overlay in namespaces (test/overlay.ts), without and with the layer programs on all 10 interfaces of the path in both directions (each packet runs them 10 times one way); ${b.rounds} alternated rounds of ${b.seconds} s. "ns per program run" is the kernel's own accounting (kernel.bpf_stats_enabled) over the rounds with the programs.`,
+    '',
+    '| packets carry records | round trips/s without | with the programs | ratio (median; min-max of rounds) | added per round trip | ns per program run (bpf_stats) |',
+    '|---|---|---|---|---|---|',
+  ];
+  for (const r of b.rows) {
+    const ratios = r.on.map((v, i) => v / r.off[i]);
+    const added = 1e9 / median(r.on) - 1e9 / median(r.off);
+    lines.push(
+      `| ${r.records ? 'yes (two causeway runs)' : 'no'} | ${median(r.off).toFixed(0)} | ${median(r.on).toFixed(0)} | ${median(ratios).toFixed(3)} (${Math.min(...ratios).toFixed(3)}-${Math.max(...ratios).toFixed(3)}) | ${added.toFixed(0)} ns | ${median(r.nsPerRun).toFixed(0)} (${Math.min(...r.nsPerRun).toFixed(0)}-${Math.max(...r.nsPerRun).toFixed(0)}) |`,
+    );
+  }
+  const verdict = b.rows.map((r) => {
+    const ratios = r.on.map((v, i) => v / r.off[i]);
+    return `${r.records ? 'with records' : 'without records'}: ${Math.max(...ratios) < 1 ? `the programs cost ${((1 - median(ratios)) * 100).toFixed(0)}% of the round trips (every round slower)` : 'not resolvable here (a round with the programs was as fast as one without)'}`;
+  });
+  lines.push('', `- ${verdict.join('; ')}.`);
+  return lines.join('\n');
+}
