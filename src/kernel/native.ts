@@ -61,7 +61,7 @@ export type UserMapName = 'policy' | 'ingress_ports' | 'egress_strip' | 'chans' 
 export interface NativeAddon {
   Shim: new (opts: NativeShimOptions) => NativeShim;
   clockOffset(): bigint;
-  layout(): { record: number; task: number; event: number; counters: number; chan: number; chanSeg: number; sdkSlot: number; sdkSlots: number };
+  layout(): { record: number; task: number; event: number; counters: number; chan: number; chanSeg: number; chanHead: number; seg: number; segSeq: number; sdkSlot: number; sdkSlots: number };
   probe(): Record<string, boolean>;
   /** A duplicate, in this process, of fd of process pid (pidfd_getfd); the caller closes it. */
   pidfdGetfd(pid: number, fd: number): number;
