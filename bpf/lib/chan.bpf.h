@@ -38,6 +38,21 @@ static __always_inline long chan_insert(const struct cw_chan_key *key, const str
 	return err;
 }
 
+/*
+ * What a new channel entry says of itself (events name the channel from it).
+ * Its maker does this just after inserting it; a thread on another CPU that
+ * finds it before then does it too, so that its events name the channel.
+ */
+static __always_inline void chan_name(struct cw_chan *ch, struct cw_io *io, __u32 kind)
+{
+	ch->inst = (__u64)io->inst;
+	ch->key = io->key;
+	ch->sotype = io->sotype;
+	if (kind == CW_CHAN_UNIX && !ch->kind)
+		unix_name(ch->name, io->peer, io->sk);
+	ch->kind = kind;
+}
+
 /* The pipe, FIFO or UNIX channel written or read through io, created on first use. */
 static __always_inline struct cw_chan *chan_get(struct cw_io *io, __u32 kind)
 {
@@ -67,6 +82,8 @@ static __always_inline struct cw_chan *chan_get(struct cw_io *io, __u32 kind)
 			if (io->inst_head > ch->inst_head)
 				ch->inst_head = io->inst_head;
 		}
+		if (!ch->kind)	/* made by a thread on another CPU that has not named it yet */
+			chan_name(ch, io, kind);
 		return ch;
 	}
 	ch = NULL;
@@ -85,14 +102,8 @@ static __always_inline struct cw_chan *chan_get(struct cw_io *io, __u32 kind)
 		chan_insert(&io->key, ch);
 	}
 	ch = bpf_map_lookup_elem(&chans, &io->key);
-	if (ch && (!ch->kind || ch->key.dev != io->key.dev)) {
-		ch->inst = (__u64)io->inst;
-		ch->key = io->key;
-		ch->sotype = io->sotype;
-		if (kind == CW_CHAN_UNIX && !ch->kind)
-			unix_name(ch->name, io->peer, io->sk);
-		ch->kind = kind;
-	}
+	if (ch && (!ch->kind || ch->key.dev != io->key.dev))
+		chan_name(ch, io, kind);
 	return ch;
 }
 
@@ -144,7 +155,7 @@ static __always_inline struct cw_chan *tcp_chan(void *map, struct sock *sk, bool
 static __always_inline void seg_fill(struct cw_chan *ch, __u32 h, __u64 start, const struct cw_record *rec)
 {
 	struct cw_seg *s = &ch->seg[h & SEG_MASK];
-	__u32 old = LOAD_ONCE(s->seq);
+	__u32 old = LOAD_ONCE(s->seq), seq;
 	struct cw_seg *next;
 	__u64 end;
 
@@ -155,13 +166,20 @@ static __always_inline void seg_fill(struct cw_chan *ch, __u32 h, __u64 start, c
 	}
 	/*
 	 * The slot's previous segment (index h - CW_SEGS) is lost if some of its
-	 * bytes are unread: it ends where the next index starts (unknown if that
-	 * one is being filled: then, if its own first byte is unread). Only a
+	 * bytes are unread: it ends where the next index starts. That slot may be
+	 * being refilled by the writer that reserved after this one: its start
+	 * counts only if its seq names the next index before and after the load
+	 * (else: the old segment is lost if its own first byte is unread). Only a
 	 * tracked reader keeps rd: without one, nobody would have read it anyway.
 	 */
 	if (old && old == h - CW_SEGS + 1 && (ch->flags & CW_CHF_READ)) {
 		next = &ch->seg[(h + 1) & SEG_MASK];
-		end = LOAD_ONCE(next->seq) == h - CW_SEGS + 2 ? next->start : s->start + 1;
+		seq = LOAD_ONCE(next->seq);
+		cw_barrier();
+		end = next->start;
+		cw_barrier();
+		if (seq != h - CW_SEGS + 2 || LOAD_ONCE(next->seq) != seq)
+			end = s->start + 1;
 		if (off_diff(ch, end, ch->rd) > 0)
 			count(CW_C_SEG_OVERWRITE, 1);
 	}
@@ -236,8 +254,10 @@ struct seg_walk {
 static long seg_walk_step(__u32 i, struct seg_walk *w)
 {
 	struct cw_chan *ch = w->ch;
+	__u64 start, event_id;
+	__u8 version, prio;
 	struct cw_seg *s;
-	__u32 idx;
+	__u32 idx, seq;
 
 	if (i >= w->head)
 		return 1;
@@ -246,30 +266,39 @@ static long seg_walk_step(__u32 i, struct seg_walk *w)
 	/*
 	 * Not segment head - 1 - i (yet): reserved and not filled, so its writer
 	 * is still in sys_enter and none of its bytes can be here; or refilled by
-	 * a newer segment since (the old one was counted as overwritten).
+	 * a newer segment since, or while it was read here (the old one was
+	 * counted as overwritten).
 	 */
-	if (LOAD_ONCE(s->seq) != w->head - i)
+	seq = LOAD_ONCE(s->seq);
+	if (seq != w->head - i)
 		return 0;
 	cw_barrier();
-	if (off_diff(ch, s->start, w->rd1) >= 0 || s->start == w->newer_start) {
-		w->newer_start = s->start;	/* written after, or empty */
+	start = s->start;
+	version = s->rec.version;
+	prio = s->rec.priority;
+	event_id = s->rec.event_id;
+	cw_barrier();
+	if (LOAD_ONCE(s->seq) != seq)
+		return 0;
+	if (off_diff(ch, start, w->rd1) >= 0 || start == w->newer_start) {
+		w->newer_start = start;	/* written after, or empty */
 		return 0;
 	}
-	w->newer_start = s->start;
-	if (s->rec.version) {	/* version 0: the record was destroyed, the bytes carry none */
-		if (w->found == 0 || s->rec.priority > w->best_prio) {
+	w->newer_start = start;
+	if (version) {	/* version 0: the record was destroyed, the bytes carry none */
+		if (w->found == 0 || prio > w->best_prio) {
 			w->best = idx;
-			w->best_prio = s->rec.priority;
+			w->best_prio = prio;
 		}
 		if (w->found == 0)
 			w->newest = idx;
 		w->oldest = idx;
 		if (w->found < CW_MAX_PARENTS)
-			w->parents[w->found & (CW_MAX_PARENTS - 1)] = s->rec.event_id;
+			w->parents[w->found & (CW_MAX_PARENTS - 1)] = event_id;
 		w->found++;
 	}
-	if (off_diff(ch, s->start, w->rd0) <= 0) {
-		w->covered = s->rec.version != 0;
+	if (off_diff(ch, start, w->rd0) <= 0) {
+		w->covered = version != 0;
 		return 1;
 	}
 	return 0;
