@@ -186,14 +186,17 @@ static __always_inline bool in_scope(void)
 	return bpf_current_task_under_cgroup(&run_cgroup, 0) == 1;
 }
 
-static __always_inline struct cw_task *task_state(void)
+static __always_inline struct cw_task *task_state_of(struct task_struct *task)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-
 	/* Most tasks hold no task storage of any map: skip the lookup. */
 	if (!task->bpf_storage)
 		return NULL;
 	return bpf_task_storage_get(&tasks, task, 0, 0);
+}
+
+static __always_inline struct cw_task *task_state(void)
+{
+	return task_state_of(bpf_get_current_task_btf());
 }
 
 /* Syscalls that read from their first argument: handled at exit only. */
@@ -290,6 +293,7 @@ static __always_inline void sched_idle(int fd)
 SEC("tp_btf/sys_enter")
 int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
 {
+	struct task_struct *task;
 	struct cw_io io = {};
 	struct cw_chan *ch;
 	struct cw_task *t;
@@ -301,7 +305,8 @@ int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
 			sched_idle(CW_ARG1(regs));
 		return 0;
 	}
-	t = task_state();
+	task = bpf_get_current_task_btf();
+	t = task_state_of(task);
 	if (!t)
 		return 0;
 	sdk_sync(t);
@@ -341,7 +346,7 @@ int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
 	t->out = io.key;
 	t->in.id = 0;
 	t->op = CW_OP_WRITE;	/* before writer_note: a writer racing this one sees it */
-	writer_note(ch, &io.key);
+	writer_note(ch, &io.key, task->pid);
 	chan_write_enter(t, ch, adv);
 	return 0;
 }

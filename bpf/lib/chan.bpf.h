@@ -479,15 +479,14 @@ static __always_inline bool writer_in_flight(__u32 tid, const struct cw_chan_key
 }
 
 /*
- * The current thread enters a write to ch (its t->op and t->out already say
- * so): if the thread that entered a write here last is another one, still in
+ * The current thread, tid, enters a write to ch (its t->op and t->out already
+ * say so): if the thread that entered a write here last is another one, still in
  * its syscall, they race. Offsets are reserved at sys_enter, and the kernel
  * orders the bytes later (pipe mutex, socket lock): theirs may land in the
  * other order. One load and compare while one thread writes a channel.
  */
-static __always_inline void writer_note(struct cw_chan *ch, const struct cw_chan_key *key)
+static __always_inline void writer_note(struct cw_chan *ch, const struct cw_chan_key *key, __u32 tid)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	__u32 prev = LOAD_ONCE(ch->writer);
 
 	if (prev == tid)
