@@ -195,27 +195,49 @@ enum cw_chan_kind {
 #define CW_CHF_READ (1u << 1)		/* a tracked thread reads here (TCP sk_out: the stack sends): rd is meaningful */
 #define CW_CHF_MINT_CHECKED (1u << 2)	/* TCP: the ingress policy was looked up for this socket */
 
-/* One run of bytes in a channel that carries one record. */
+/*
+ * One run of bytes in a channel that carries one record. A writer reserves
+ * the slot of segment index h (atomically, with its offsets: see cw_chan.pos),
+ * then fills start and rec, then writes seq = h + 1. Readers use a slot only
+ * if its seq is the one they expect for the index they look at: a slot that
+ * is reserved and not filled yet belongs to a writer still in sys_enter,
+ * whose bytes are not in the channel yet.
+ */
 struct cw_seg {
-	__u64 start;		/* channel byte offset of the first byte */
+	__u64 start;		/* channel offset of the first byte (32 bits, wrapping; TCP: a sequence number) */
 	struct cw_record rec;
+	__u32 seq;		/* segment index + 1 once filled; 0: never filled, or being refilled */
+	__u32 pad;
 };
 
 /*
  * Per-channel accounting. Offsets are bytes (pipes, FIFOs, UNIX streams),
  * messages (UNIX datagrams and seqpackets), or TCP sequence numbers (the
- * kernel counts those: wr is unused, comparisons wrap at 32 bits).
+ * kernel counts those: wr is unused). All of them are compared modulo 2^32
+ * (a channel never holds 2 GiB unread).
  * Pipes, FIFOs and UNIX sockets: map chans, keyed by inode. TCP: socket-local
  * storage, freed with the socket: sk_out on the sending socket (segments its
  * writers published, which the option announces), sk_in on the receiving one
  * (segments the options announced, which its readers adopt).
  */
 struct cw_chan {
-	__u64 wr;		/* units written so far */
-	__u64 rd;		/* units read so far */
+	/*
+	 * Reserved in one atomic step, so that segments are in the order of
+	 * their offsets: a writer's offsets (fetch-and-add of its length on wr)
+	 * and, when it starts a segment, its slot (+1 on head). Little-endian:
+	 * wr is pos's low half, head its high half.
+	 */
+	union {
+		__u64 pos;
+		struct {
+			__u32 wr;	/* units written so far (reserved at sys_enter where known), modulo 2^32 */
+			__u32 head;	/* segments reserved so far; ring index = head % CW_SEGS */
+		};
+	};
+	__u64 rd;		/* units read so far (compared modulo 2^32) */
 	struct cw_chan_key key;
 	struct cw_tcp_key tcp;
-	__u32 head;		/* segments appended so far; ring index = head % CW_SEGS */
+	__u32 writer;		/* pipe, FIFO, UNIX: the thread that entered a write here last (tid) */
 	__u16 kind;		/* enum cw_chan_kind */
 	__u8 sotype;		/* UNIX: SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET */
 	__u8 trust;		/* TCP: CW_TRUST_* bits, each decided once per channel */
@@ -298,6 +320,7 @@ enum cw_counter {
 	CW_C_OPT_DUPLICATE,	/* segments carrying more than one record option: none taken (a record lost) */
 	CW_C_SCHED_SENT,	/* reports to the scheduler's reactor: priority changes, forks and exits of threads it was told of */
 	CW_C_SCHED_LOST,	/* sched_rb full: a report lost (a priority change: the thread keeps its nice) */
+	CW_C_WRITERS_RACED,	/* writes that entered while another thread's write to the same pipe, FIFO or UNIX socket was in flight: their bytes may land in the other order than their offsets (not a drop) */
 	CW_C_MAX,
 };
 

@@ -190,14 +190,17 @@ static __always_inline bool in_scope(void)
 	return bpf_current_task_under_cgroup(&run_cgroup, 0) == 1;
 }
 
-static __always_inline struct cw_task *task_state(void)
+static __always_inline struct cw_task *task_state_of(struct task_struct *task)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-
 	/* Most tasks hold no task storage of any map: skip the lookup. */
 	if (!task->bpf_storage)
 		return NULL;
 	return bpf_task_storage_get(&tasks, task, 0, 0);
+}
+
+static __always_inline struct cw_task *task_state(void)
+{
+	return task_state_of(bpf_get_current_task_btf());
 }
 
 /* Syscalls that read from their first argument: handled at exit only. */
@@ -294,6 +297,7 @@ static __always_inline void sched_idle(int fd)
 SEC("tp_btf/sys_enter")
 int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
 {
+	struct task_struct *task;
 	struct cw_io io = {};
 	struct cw_chan *ch;
 	struct cw_task *t;
@@ -305,7 +309,8 @@ int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
 			sched_idle(CW_ARG1(regs));
 		return 0;
 	}
-	t = task_state();
+	task = bpf_get_current_task_btf();
+	t = task_state_of(task);
 	if (!t)
 		return 0;
 	sdk_sync(t);
@@ -331,19 +336,22 @@ int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
 	ch = chan_get(&io, kind);
 	if (!ch)
 		return 0;
-	write_enter(t, ch, ch->wr);
-	/* Account now for what the call says it writes, so that its exit needs no lookup. */
+	/*
+	 * Reserve now what the call says it writes, so that its exit needs no
+	 * lookup and a writer racing on another CPU reserves after it. Other
+	 * calls (writev, sendmsg on a stream, sendfile) add their count at exit.
+	 */
 	if (io.msgs)
 		adv = id == CW_NR_sendmmsg ? CW_ARG3(regs) : 1;
 	else if (id == CW_NR_write || id == CW_NR_sendto)
-		adv = CW_ARG3(regs);
-	if (adv)
-		__sync_fetch_and_add(&ch->wr, adv);
+		adv = (__u32)CW_ARG3(regs);	/* at most MAX_RW_COUNT */
 	t->advanced = adv;
 	t->msgs = io.msgs;
 	t->out = io.key;
 	t->in.id = 0;
-	t->op = CW_OP_WRITE;
+	t->op = CW_OP_WRITE;	/* before writer_note: a writer racing this one sees it */
+	writer_note(ch, &io.key, task->pid);
+	chan_write_enter(t, ch, adv);
 	return 0;
 }
 
@@ -430,7 +438,7 @@ int BPF_PROG(handle_tcp_send, struct sock *sk, struct msghdr *msg, struct sk_buf
 	struct cw_task *t = task_state();
 	struct tcp_sock *tp;
 	struct cw_chan *ch;
-	__u32 head;
+	struct cw_seg *s;
 
 	/* Once per syscall: later calls of this send continue its segment. */
 	if (!t || t->op != CW_OP_TCP_ARMED)
@@ -442,10 +450,9 @@ int BPF_PROG(handle_tcp_send, struct sock *sk, struct msghdr *msg, struct sk_buf
 	ch = tcp_chan(&sk_out, sk, true, true);
 	if (!ch)
 		return 0;
-	head = ch->head;
-	write_enter(t, ch, tp->write_seq);
-	if (ch->head != head && has_actor_area(&t->rec))
-		actor_area_keep(&ch->seg[(ch->head - 1) & SEG_MASK].rec);
+	s = write_enter(t, ch, tp->write_seq);
+	if (s && has_actor_area(&t->rec))
+		actor_area_keep(&s->rec);
 	t->tcp = ch->tcp;
 	t->op = CW_OP_TCP_WRITE;
 	return 0;
@@ -531,17 +538,16 @@ int BPF_PROG(handle_exit, struct pt_regs *regs, long ret)
 	ch = bpf_map_lookup_elem(&chans, &t->out);
 	if (!ch)
 		return 0;
+	/* 32-bit adds on wr (pos's low half): offsets wrap, the head is not touched. */
 	if (t->advanced != n)	/* a short or failed write: take back what did not go */
-		__sync_fetch_and_add(&ch->wr, n - t->advanced);
+		__sync_fetch_and_add(&ch->wr, (__u32)(n - t->advanced));
 	if (!n)
 		return 0;
 	/* splice/tee move bytes in one step: they carry what was just adopted. */
-	if (op == CW_OP_SPLICE || op == CW_OP_TEE) {
-		write_enter(t, ch, ch->wr);
-		__sync_fetch_and_add(&ch->wr, n);
-	} else if (!t->advanced) {
-		__sync_fetch_and_add(&ch->wr, n);
-	}
+	if (op == CW_OP_SPLICE || op == CW_OP_TEE)
+		chan_write_enter(t, ch, n);
+	else if (!t->advanced)
+		__sync_fetch_and_add(&ch->wr, (__u32)n);
 	write_exit(t, ch, n);
 	return 0;
 }

@@ -598,6 +598,9 @@ Napi::Value Layout(const Napi::CallbackInfo &info) {
   o.Set("counters", static_cast<uint32_t>(CW_C_MAX));
   o.Set("chan", sizeof(struct cw_chan));
   o.Set("chanSeg", offsetof(struct cw_chan, seg));
+  o.Set("chanHead", offsetof(struct cw_chan, head));
+  o.Set("seg", sizeof(struct cw_seg));
+  o.Set("segSeq", offsetof(struct cw_seg, seq));
   o.Set("sdkSlot", sizeof(struct cw_sdk_slot));
   o.Set("sdkSlots", CW_SDK_SLOTS);
   return o;

@@ -115,6 +115,8 @@ static __always_inline struct cw_seg *seg_starting(struct cw_chan *ch, __u32 sta
 		if (i >= head)
 			return NULL;
 		s = &ch->seg[(head - 1 - i) & SEG_MASK];
+		if (s->seq != head - i)
+			continue;	/* not filled (the sender holds the socket lock: only if a fill was cut short) */
 		if ((__s32)((__u32)s->start - end) >= 0)
 			continue;	/* written after this segment's bytes */
 		if ((__s32)((__u32)s->start - start) < 0)

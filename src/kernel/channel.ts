@@ -5,24 +5,32 @@
 import { RECORD_BYTES } from './record';
 
 /** Bytes of struct cw_chan. */
-export const CHAN_BYTES = 1336;
+export const CHAN_BYTES = 1464;
 /** Offset of seg[] in struct cw_chan. */
 export const CHAN_SEG_OFFSET = 184;
-/** Offset of wr (u64: units written so far). */
+/**
+ * Offset of wr (u32: units written so far, wrapping). wr and head are the two
+ * halves of one u64 (pos) that writers reserve in one atomic step.
+ */
 export const CHAN_OFF_WR = 0;
-/** Offset of rd (u64: units read so far). */
+/** Offset of head (u32: segments reserved so far). */
+export const CHAN_OFF_HEAD = 4;
+/** Offset of rd (u64: units read so far; offsets are compared modulo 2^32). */
 export const CHAN_OFF_RD = 8;
-/** Offset of head (u32: segments appended so far). */
-export const CHAN_OFF_HEAD = 80;
 /** Offset of kind (u16: a CHAN_KIND_* value). */
 export const CHAN_OFF_KIND = 84;
 /** Segments in seg[] (CW_SEGS); the ring index is head % CHAN_SEGS. */
 export const CHAN_SEGS = 16;
 
-/** Bytes of struct cw_seg: start (u64), then the record. */
-export const SEG_BYTES = 8 + RECORD_BYTES;
+/** Bytes of struct cw_seg: start (u64), the record, seq (u32), padding. */
+export const SEG_BYTES = 8 + RECORD_BYTES + 8;
 /** Offset of rec in struct cw_seg. */
 export const SEG_REC_OFFSET = 8;
+/**
+ * Offset of seq in struct cw_seg (u32): the segment's index + 1 once its
+ * writer filled it; a slot whose seq is not that is reserved and not filled.
+ */
+export const SEG_SEQ_OFFSET = 8 + RECORD_BYTES;
 
 /** enum cw_chan_kind: a pipe. */
 export const CHAN_KIND_PIPE = 1;

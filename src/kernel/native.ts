@@ -93,7 +93,7 @@ export interface NativeAddon {
   Shim: new (opts: NativeShimOptions) => NativeShim;
   Layers: new (opts: { optKind: number; optExid: number }) => NativeLayers;
   clockOffset(): bigint;
-  layout(): { record: number; task: number; event: number; counters: number; chan: number; chanSeg: number; sdkSlot: number; sdkSlots: number };
+  layout(): { record: number; task: number; event: number; counters: number; chan: number; chanSeg: number; chanHead: number; seg: number; segSeq: number; sdkSlot: number; sdkSlots: number };
   probe(): Record<string, boolean>;
   /** A duplicate, in this process, of fd of process pid (pidfd_getfd); the caller closes it. */
   pidfdGetfd(pid: number, fd: number): number;

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { fromNative, NotSupportedError, TargetError } from '../errors';
 import { trustKeys } from './trust';
-import { CHAN_BYTES, CHAN_SEG_OFFSET } from './channel';
+import { CHAN_BYTES, CHAN_OFF_HEAD, CHAN_SEG_OFFSET, SEG_BYTES, SEG_SEQ_OFFSET } from './channel';
 
 const debug = createDebug('causeway:shim');
 
@@ -46,6 +46,7 @@ export const COUNTER_NAMES = [
   'tcpOptionDuplicate',
   'schedulerReports',
   'schedulerLost',
+  'writersRaced',
 ] as const;
 export type Counters = Record<(typeof COUNTER_NAMES)[number], number>;
 
@@ -125,7 +126,10 @@ export class Shim extends EventEmitter {
       layout.record !== RECORD_BYTES ||
       layout.counters !== COUNTER_NAMES.length ||
       layout.chan !== CHAN_BYTES ||
-      layout.chanSeg !== CHAN_SEG_OFFSET
+      layout.chanSeg !== CHAN_SEG_OFFSET ||
+      layout.chanHead !== CHAN_OFF_HEAD ||
+      layout.seg !== SEG_BYTES ||
+      layout.segSeq !== SEG_SEQ_OFFSET
     )
       throw new Error(`the addon and the TypeScript disagree on layouts (${JSON.stringify(layout)}): run \`npm run build\``);
     const ringbufBytes = opts.ringbufBytes ?? 1 << 22;

@@ -5,9 +5,11 @@
  * segments say which record each run of pending bytes carries.
  *
  * A channel is changed by reading its map entry, changing the records of its
- * pending segments and writing it back; the entry's counters are re-read just
- * before the write, so traffic on the channel during those microseconds keeps
- * its byte accounting (a segment appended in that window may be missed).
+ * pending segments and writing them into the entry as it is just before the
+ * write, so traffic on the channel during those microseconds keeps its byte
+ * accounting and the segments it appended (unless one took a slot changed
+ * here). A segment's slot is used only once its writer filled it (its seq is
+ * its index + 1).
  */
 import fs from 'node:fs';
 import ipaddr from 'ipaddr.js';
@@ -27,6 +29,7 @@ import {
   CHAN_SEGS,
   SEG_BYTES,
   SEG_REC_OFFSET,
+  SEG_SEQ_OFFSET,
   chanKey,
   decodeChanKey,
   kernelDev,
@@ -135,28 +138,33 @@ export class Operations {
         return;
       }
       const v = ch.value;
+      const head = v.readUInt32LE(CHAN_OFF_HEAD);
       const pending = pendingSegs(v);
+      const changed: number[] = [];
       if (pending.length === 0) {
         // An idle channel: what is read next carries the new record, from the read offset on.
         const rec = change(null);
         if (!rec) return;
-        const head = v.readUInt32LE(CHAN_OFF_HEAD);
         const idx = head % CHAN_SEGS;
-        v.writeBigUInt64LE(v.readBigUInt64LE(CHAN_OFF_RD), CHAN_SEG_OFFSET + idx * SEG_BYTES);
-        encodeRecord(rec, v, CHAN_SEG_OFFSET + idx * SEG_BYTES + SEG_REC_OFFSET);
-        v.writeUInt32LE(head + 1, CHAN_OFF_HEAD);
+        const at = segAt(idx);
+        v.writeBigUInt64LE(BigInt.asUintN(32, v.readBigUInt64LE(CHAN_OFF_RD)), at);
+        encodeRecord(rec, v, at + SEG_REC_OFFSET);
+        v.writeUInt32LE((head + 1) >>> 0, at + SEG_SEQ_OFFSET);
+        changed.push(idx);
       } else {
         for (const i of pending) {
           const rec = change(recordAt(v, i));
-          if (rec) encodeRecord(rec, v, CHAN_SEG_OFFSET + i * SEG_BYTES + SEG_REC_OFFSET);
+          if (!rec) continue;
+          encodeRecord(rec, v, segAt(i) + SEG_REC_OFFSET);
+          changed.push(i);
         }
       }
-      // Keep the byte accounting the kernel did meanwhile.
-      const fresh = t.map.lookup(ch.key);
-      if (fresh) {
-        fresh.copy(v, CHAN_OFF_WR, CHAN_OFF_WR, CHAN_OFF_RD + 8);
-      }
-      t.map.update(ch.key, v, 2 /* BPF_EXIST */);
+      // The entry as the kernel has it now (its accounting, segments appended meanwhile), with the slots changed here.
+      const out = t.map.lookup(ch.key) ?? v;
+      for (const i of changed) v.copy(out, segAt(i), segAt(i), segAt(i) + SEG_BYTES);
+      // A segment injected into an idle channel is reserved here, unless a writer reserved since.
+      if (pending.length === 0 && out.readUInt32LE(CHAN_OFF_HEAD) === head) out.writeUInt32LE((head + 1) >>> 0, CHAN_OFF_HEAD);
+      t.map.update(ch.key, out, 2 /* BPF_EXIST */);
     } finally {
       t.release?.();
     }
@@ -333,15 +341,19 @@ function procEndpoint(s: string): string {
   return `[${a.toString()}]:${p}`;
 }
 
+/** Byte offset of ring slot idx in a struct cw_chan. */
+function segAt(idx: number): number {
+  return CHAN_SEG_OFFSET + idx * SEG_BYTES;
+}
+
 function recordAt(v: Buffer, seg: number): CausalRecord | null {
-  const rec = decodeRecord(v, CHAN_SEG_OFFSET + seg * SEG_BYTES + SEG_REC_OFFSET);
+  const rec = decodeRecord(v, segAt(seg) + SEG_REC_OFFSET);
   return rec.version === RECORD_VERSION ? rec : null;
 }
 
-/** a - b in the channel's offset space (TCP sequence numbers wrap at 32 bits). */
-function offDiff(tcp: boolean, a: bigint, b: bigint): bigint {
-  if (tcp) return BigInt.asIntN(32, BigInt.asUintN(32, a - b));
-  return a - b;
+/** a - b in the channel's offset space: every kind wraps at 32 bits (TCP: sequence numbers). */
+function offDiff(_tcp: boolean, a: bigint, b: bigint): bigint {
+  return BigInt.asIntN(32, BigInt.asUintN(32, a - b));
 }
 
 /** Ring indexes of the segments that cover bytes not read yet, oldest first. */
@@ -349,20 +361,24 @@ function pendingSegs(v: Buffer): number[] {
   const head = v.readUInt32LE(CHAN_OFF_HEAD);
   const tcp = v.readUInt16LE(CHAN_OFF_KIND) === CHAN_KIND_TCP;
   const rd = v.readBigUInt64LE(CHAN_OFF_RD);
-  const wr = v.readBigUInt64LE(CHAN_OFF_WR);
-  const n = Math.min(head, CHAN_SEGS);
+  const wr = BigInt(v.readUInt32LE(CHAN_OFF_WR));
+  // The filled segments, oldest first (a slot reserved and not filled yet holds no bytes).
+  const filled: number[] = [];
+  for (let k = Math.min(head, CHAN_SEGS); k >= 1; k--) {
+    const index = (head - k) >>> 0;
+    if (v.readUInt32LE(segAt(index % CHAN_SEGS) + SEG_SEQ_OFFSET) === ((index + 1) >>> 0)) filled.push(index % CHAN_SEGS);
+  }
   const out: number[] = [];
-  for (let k = n; k >= 1; k--) {
-    const idx = (head - k) % CHAN_SEGS;
-    const start = v.readBigUInt64LE(CHAN_SEG_OFFSET + idx * SEG_BYTES);
-    const newer = k > 1 ? v.readBigUInt64LE(CHAN_SEG_OFFSET + ((head - k + 1) % CHAN_SEGS) * SEG_BYTES) : null;
+  filled.forEach((idx, j) => {
+    const start = v.readBigUInt64LE(segAt(idx));
+    const newer = j + 1 < filled.length ? v.readBigUInt64LE(segAt(filled[j + 1])) : null;
     // Pending: some of its bytes are written and not read. A segment ends where the next one
     // starts; the newest ends at the write offset (TCP: unknown here, so it counts as pending).
     const end = newer ?? (tcp ? null : wr);
     const endsAfterRd = end === null || offDiff(tcp, end, rd) > 0n;
-    const startsBeforeWr = tcp || start < wr;
+    const startsBeforeWr = tcp || offDiff(tcp, start, wr) < 0n;
     if (endsAfterRd && startsBeforeWr) out.push(idx);
-  }
+  });
   return out;
 }
 
@@ -373,7 +389,7 @@ function readableSeg(v: Buffer): number | null {
   const tcp = v.readUInt16LE(CHAN_OFF_KIND) === CHAN_KIND_TCP;
   const rd = v.readBigUInt64LE(CHAN_OFF_RD);
   let best: number | null = null;
-  for (const i of pending) if (offDiff(tcp, v.readBigUInt64LE(CHAN_SEG_OFFSET + i * SEG_BYTES), rd) <= 0n) best = i;
+  for (const i of pending) if (offDiff(tcp, v.readBigUInt64LE(segAt(i)), rd) <= 0n) best = i;
   return best ?? pending[0];
 }
 

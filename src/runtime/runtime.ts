@@ -435,7 +435,7 @@ export function summaryLine(s: RunResult): string {
   if (s.eventsFileLost) drops.push(`eventsFileLost=${s.eventsFileLost}`);
   let line = `causeway: ${s.events} events, ${c.sends} sends and ${c.recvs} receives carried records, `;
   line += drops.length ? `DROPS: ${drops.join(' ')}` : '0 dropped';
-  const net = (['tcpOptionsWritten', 'tcpOptionsReceived', 'tcpOptionUntrustedOut', 'tcpOptionUntrustedIn', 'tcpOptionMalformed', 'tcpOptionDuplicate', 'tcpOptionBadAck', 'tcpOptionStale', 'tcpOptionStripped', 'unfollowedSends', 'minted', 'sdkSyncs', 'sdkInvalid'] as const)
+  const net = (['tcpOptionsWritten', 'tcpOptionsReceived', 'tcpOptionUntrustedOut', 'tcpOptionUntrustedIn', 'tcpOptionMalformed', 'tcpOptionDuplicate', 'tcpOptionBadAck', 'tcpOptionStale', 'tcpOptionStripped', 'unfollowedSends', 'minted', 'sdkSyncs', 'sdkInvalid', 'writersRaced'] as const)
     .filter((k) => c[k] > 0)
     .map((k) => `${k}=${c[k]}`);
   if (net.length) line += `; ${net.join(' ')}`;
