@@ -187,6 +187,7 @@ def produce(send, name, close):
     for i in range(400):
         chunk = bytes((i * 7 + k) % 251 for k in range(20000))
         send(chunk); h.update(chunk); n += len(chunk)
+        if i == 40: print(name, 'streaming', flush=True)
         time.sleep(0.005)
     close()
     print(name, 'sent', n, h.hexdigest(), flush=True)
@@ -207,7 +208,8 @@ produce(c.sendall, 'tcp', c.close)
   t.teardown(() => void att.child.kill('SIGKILL'));
   await waitFor(() => att.err.some((l) => l.includes('following cgroup')), 20000, 'causeway to attach');
   p.child.stdin!.write('go\n');
-  await new Promise((r) => setTimeout(r, 700)); // about a third of the stream
+  // Detach while both streams run (a tenth of each is out): however slow the machine, the option was on the wire by then.
+  await waitFor(() => p.out.includes('tcp streaming') && p.out.includes('pipe streaming'), 20000, 'both streams to run');
   att.child.kill('SIGTERM');
   t.equal(await exited(att.child), 0, 'causeway detached mid-stream');
   t.match(att.err.join('\n'), /tcpOptionsWritten=[1-9]/, 'the TCP option was on the wire while attached');
