@@ -175,24 +175,26 @@ t.test('detaching mid-stream changes no byte: TCP opened while attached, a pipe 
 import hashlib, os, socket, sys, threading, time
 srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(1)
 r, w = os.pipe()
+def say(*words):  # one write: threads' lines never interleave
+    os.write(1, (' '.join(map(str, words)) + '\\n').encode())
 def consume(fd, name):
     h = hashlib.sha256(); n = 0
     while True:
         d = os.read(fd, 65536) if isinstance(fd, int) else fd.recv(65536)
         if not d: break
         h.update(d); n += len(d)
-    print(name, 'got', n, h.hexdigest(), flush=True)
+    say(name, 'got', n, h.hexdigest())
 def produce(send, name, close):
     h = hashlib.sha256(); n = 0
     for i in range(400):
         chunk = bytes((i * 7 + k) % 251 for k in range(20000))
         send(chunk); h.update(chunk); n += len(chunk)
-        if i == 40: print(name, 'streaming', flush=True)
+        if i == 40: say(name, 'streaming')
         time.sleep(0.005)
     close()
-    print(name, 'sent', n, h.hexdigest(), flush=True)
+    say(name, 'sent', n, h.hexdigest())
 threading.Thread(target=consume, args=(r, 'pipe')).start()
-print('ready', flush=True)
+say('ready')
 sys.stdin.readline()
 c = socket.create_connection(srv.getsockname())
 a, _ = srv.accept()
@@ -217,7 +219,7 @@ produce(c.sendall, 'tcp', c.close)
   for (const kind of ['pipe', 'tcp']) {
     const sent = p.out.find((l) => l.startsWith(`${kind} sent`))?.split(' ');
     const got = p.out.find((l) => l.startsWith(`${kind} got`))?.split(' ');
-    t.ok(sent && got, `${kind}: both ends reported`);
+    t.ok(sent && got, `${kind}: both ends reported`, { output: p.out, errors: p.err });
     t.same(got?.slice(2), sent?.slice(2), `${kind}: 8,000,000 bytes, the same hash on both ends`);
   }
 });
