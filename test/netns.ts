@@ -8,15 +8,15 @@ import { pidAlive } from './helpers';
 
 let counter = 0;
 
-function ip(...args: string[]): void {
+export function ip(...args: string[]): void {
   execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
-/** Removes namespaces left by test processes that no longer exist. */
-function sweep(): void {
+/** Removes namespaces named PREFIX<pid>x... left by test processes that no longer exist. */
+export function sweep(prefix = 'cwt'): void {
   const out = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
   for (const line of out.split('\n')) {
-    const m = /^(cwt(\d+)x\d+\S*)/.exec(line);
+    const m = new RegExp(`^(${prefix}(\\d+)x\\d+\\S*)`).exec(line);
     if (m && !pidAlive(Number(m[2]))) {
       try {
         ip('netns', 'del', m[1]);
@@ -25,6 +25,25 @@ function sweep(): void {
       }
     }
   }
+}
+
+/** Makes namespace ns (loopback up), deleted by teardown in the reverse order of making. */
+export function namespaces(t: { teardown(fn: () => void): void }): (ns: string) => void {
+  const made: string[] = [];
+  t.teardown(() => {
+    for (const ns of made.reverse()) {
+      try {
+        ip('netns', 'del', ns);
+      } catch {
+        /* already gone */
+      }
+    }
+  });
+  return (ns) => {
+    ip('netns', 'add', ns);
+    made.push(ns);
+    ip('-n', ns, 'link', 'set', 'lo', 'up');
+  };
 }
 
 export interface Host {
@@ -41,18 +60,8 @@ export function makeHosts(t: { teardown(fn: () => void): void }, n: number): Hos
   sweep();
   const id = `cwt${process.pid}x${counter++}`;
   const hub = `${id}h`;
-  const made: string[] = [];
-  t.teardown(() => {
-    for (const ns of made.reverse()) {
-      try {
-        ip('netns', 'del', ns);
-      } catch {
-        /* already gone */
-      }
-    }
-  });
-  ip('netns', 'add', hub);
-  made.push(hub);
+  const add = namespaces(t);
+  add(hub);
   ip('-n', hub, 'link', 'add', 'br0', 'type', 'bridge');
   ip('-n', hub, 'link', 'set', 'br0', 'up');
   const net = `10.213.${counter % 250}`;
@@ -60,9 +69,7 @@ export function makeHosts(t: { teardown(fn: () => void): void }, n: number): Hos
   const hosts: Host[] = [];
   for (let i = 0; i < n; i++) {
     const ns = `${id}n${i}`;
-    ip('netns', 'add', ns);
-    made.push(ns);
-    ip('-n', ns, 'link', 'set', 'lo', 'up');
+    add(ns);
     ip('-n', hub, 'link', 'add', `v${i}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
     ip('-n', hub, 'link', 'set', `v${i}`, 'master', 'br0', 'up');
     ip('-n', ns, 'addr', 'add', `${net}.${i + 1}/24`, 'dev', 'eth0');
@@ -92,22 +99,9 @@ export function subnet6(h: Host): string {
 export function makePair(t: { teardown(fn: () => void): void }, net: string): [Omit<Host, 'hubIf' | 'addr6'>, Omit<Host, 'hubIf' | 'addr6'>] {
   sweep();
   const id = `cwt${process.pid}x${counter++}`;
-  const made: string[] = [];
-  t.teardown(() => {
-    for (const ns of made.reverse()) {
-      try {
-        ip('netns', 'del', ns);
-      } catch {
-        /* already gone */
-      }
-    }
-  });
   const [n0, n1] = [`${id}n0`, `${id}n1`];
-  for (const ns of [n0, n1]) {
-    ip('netns', 'add', ns);
-    made.push(ns);
-    ip('-n', ns, 'link', 'set', 'lo', 'up');
-  }
+  const add = namespaces(t);
+  for (const ns of [n0, n1]) add(ns);
   ip('-n', n0, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', n1);
   [n0, n1].forEach((ns, i) => {
     ip('-n', ns, 'addr', 'add', `${net}.${i + 1}/24`, 'dev', 'eth0');

@@ -18,27 +18,9 @@
  *   container a (10.231.1.2) eth0 ~ veth0 10.231.1.1 - host a - ul0 10.232.0.1 | ul0 10.232.0.2 - host b - veth0 10.231.2.1 ~ eth0 container b (10.231.2.2)
  */
 import { execFileSync } from 'node:child_process';
-import { pidAlive } from './helpers';
+import { ip, namespaces, sweep } from './netns';
 
 let counter = 0;
-
-function ip(...args: string[]): void {
-  execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-}
-
-function sweep(): void {
-  const out = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
-  for (const line of out.split('\n')) {
-    const m = /^(cwl(\d+)x\d+\S*)/.exec(line);
-    if (m && !pidAlive(Number(m[2]))) {
-      try {
-        ip('netns', 'del', m[1]);
-      } catch {
-        /* gone meanwhile */
-      }
-    }
-  }
-}
 
 export interface Overlay {
   hostA: string;
@@ -59,24 +41,11 @@ export interface Overlay {
 
 /** Makes the overlay (VXLAN, or routed without encapsulation); teardown removes it. */
 export function makeOverlay(t: { teardown(fn: () => void): void }, mode: 'vxlan' | 'routed' = 'vxlan'): Overlay {
-  sweep();
+  sweep('cwl');
   const id = `cwl${process.pid}x${counter++}`;
   const [hostA, hostB, ctrA, ctrB] = ['ha', 'hb', 'ca', 'cb'].map((s) => id + s);
-  const made: string[] = [];
-  t.teardown(() => {
-    for (const ns of made.reverse()) {
-      try {
-        ip('netns', 'del', ns);
-      } catch {
-        /* already gone */
-      }
-    }
-  });
-  for (const ns of [hostA, hostB, ctrA, ctrB]) {
-    ip('netns', 'add', ns);
-    made.push(ns);
-    ip('-n', ns, 'link', 'set', 'lo', 'up');
-  }
+  const add = namespaces(t);
+  for (const ns of [hostA, hostB, ctrA, ctrB]) add(ns);
   // The underlay: one veth between the hosts.
   ip('-n', hostA, 'link', 'add', 'ul0', 'type', 'veth', 'peer', 'name', 'ul0', 'netns', hostB);
   const side = (host: string, ctr: string, n: number) => {

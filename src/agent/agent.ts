@@ -226,6 +226,18 @@ export async function agent(opts: AgentOptions): Promise<number> {
     fs.renameSync(tmp, opts.statusFile);
   };
 
+  /** The size and age limits, applied now. */
+  const prune = () => {
+    try {
+      const p = store.prune({ olderThan: BigInt(Date.now() - opts.maxAgeMs) * 1_000_000n, maxBytes: opts.maxBytes });
+      status.pruned.batches += p.batches;
+      status.pruned.events += p.events;
+      status.pruned.traces += p.traces;
+    } catch (err) {
+      debug('prune: %s', (err as Error).message); // busy: the next round
+    }
+  };
+
   let wake = () => {};
   const stop = (sig: string) => {
     if (stopping) return;
@@ -241,14 +253,7 @@ export async function agent(opts: AgentOptions): Promise<number> {
     while (!stopping) {
       for (const [key, target] of discover(opts.watch))
         if (!active.has(key) && !stopping && (retryAt.get(key) ?? 0) <= Date.now()) follow(key, target);
-      try {
-        const p = store.prune({ olderThan: BigInt(Date.now() - opts.maxAgeMs) * 1_000_000n, maxBytes: opts.maxBytes });
-        status.pruned.batches += p.batches;
-        status.pruned.events += p.events;
-        status.pruned.traces += p.traces;
-      } catch (err) {
-        debug('prune: %s', (err as Error).message); // busy: next round
-      }
+      prune();
       // In the background: a collector that is down makes the exporter wait and retry, and targets are still looked for meanwhile.
       if (!exporting)
         exporting = exportDue()
@@ -266,14 +271,7 @@ export async function agent(opts: AgentOptions): Promise<number> {
     await Promise.all([...active.values()].map((e) => e.done));
     await writer.close();
     // What the writer stored last is within the limits too.
-    try {
-      const p = store.prune({ olderThan: BigInt(Date.now() - opts.maxAgeMs) * 1_000_000n, maxBytes: opts.maxBytes });
-      status.pruned.batches += p.batches;
-      status.pruned.events += p.events;
-      status.pruned.traces += p.traces;
-    } catch (err) {
-      debug('prune: %s', (err as Error).message);
-    }
+    prune();
     await exporting;
     nextExport = 0;
     await exportDue(true).catch(() => undefined);
