@@ -148,6 +148,8 @@ export async function agent(opts: AgentOptions): Promise<number> {
     if (n > 0) status.lost[name] = (status.lost[name] ?? 0) + n;
   };
 
+  // One abort for every attachment: they do not each listen for the process's signals.
+  const detach = new AbortController();
   const follow = (key: string, target: AttachTarget) => {
     const entry = { since: new Date(), events: 0, done: Promise.resolve() };
     process.stderr.write(`causeway agent: attaching to ${key}\n`);
@@ -156,6 +158,7 @@ export async function agent(opts: AgentOptions): Promise<number> {
       command: `agent ${key}`,
       args: [],
       attach: target,
+      stop: detach.signal,
       onRawEvents: (batch, clockOffset) => {
         entry.events += batch.length / EVENT_BYTES;
         status.events += batch.length / EVENT_BYTES;
@@ -244,6 +247,7 @@ export async function agent(opts: AgentOptions): Promise<number> {
     stopping = true;
     status.state = 'stopping';
     process.stderr.write(`causeway agent: ${sig}: detaching from ${active.size} target(s)\n`);
+    detach.abort(sig);
     wake();
   };
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
@@ -267,7 +271,8 @@ export async function agent(opts: AgentOptions): Promise<number> {
     }
   } finally {
     for (const [s, f] of handlers) process.off(s, f);
-    // Each attachment detaches on the signal too (it listens for the same ones); wait for them all.
+    detach.abort('stopped'); // however the loop ended
+    // Every attachment detaches on that abort; wait for them all.
     await Promise.all([...active.values()].map((e) => e.done));
     await writer.close();
     // What the writer stored last is within the limits too.

@@ -75,7 +75,7 @@ function processTree(root: number): number[] {
   return out;
 }
 
-/** Processes whose ancestors include pid (pid itself included). */
+/** pid, its parent, its parent's parent, ... up to the first process of its pid namespace. */
 function ancestors(pid: number): number[] {
   const out: number[] = [];
   for (let p = pid; p > 0 && out.length < 4096; ) {

@@ -50,6 +50,8 @@ export interface RunOptions {
   attach?: AttachTarget;
   /** With attach: every adopted process takes record's trace id (default: a new trace each). */
   sharedTrace?: boolean;
+  /** With attach: detach when this aborts (its reason says why) instead of on this process's signals (the agent's many attachments). */
+  stop?: AbortSignal;
   /** Write events as JSON Lines to this file. */
   eventsFile?: string;
   /** The root process's record (default: a fresh sampled one). */
@@ -345,8 +347,11 @@ async function follow(target: AttachScope, shim: Shim, ops: Operations, opts: Ru
     ended ||= why;
     wake();
   };
-  const handlers = SIGNALS.map((sig) => [sig, () => stop(`${sig}`)] as const);
+  const handlers = opts.stop ? [] : SIGNALS.map((sig) => [sig, () => stop(`${sig}`)] as const);
   for (const [sig, f] of handlers) process.on(sig, f);
+  const onAbort = () => stop(String(opts.stop?.reason ?? 'stopped'));
+  opts.stop?.addEventListener('abort', onAbort, { once: true });
+  if (opts.stop?.aborted) onAbort();
   try {
     target.adopt(recordFor);
     const existingTcp = () => {
@@ -375,6 +380,7 @@ async function follow(target: AttachScope, shim: Shim, ops: Operations, opts: Ru
     }
   } finally {
     for (const [sig, f] of handlers) process.off(sig, f);
+    opts.stop?.removeEventListener('abort', onAbort);
   }
   return { target: target.label, threads: target.adopted.threads, processes: target.adopted.processes, connections, ended };
 }
