@@ -389,28 +389,18 @@ function layerSpans(g: TraceGraph, resourceOf: (s: Span) => Resource): ReadableS
     const low = h.recv.id.padStart(16, '0').slice(-12);
     const hopId = `b${n.toString(16)}00${low}`;
     const resource = resourceOf(sender);
-    const span = (id: string, parent: string, name: string, start: bigint, end: bigint, attributes: Attributes): ReadableSpan => {
-      const ctx = context(g.trace, id, false);
-      return {
+    const span = (id: string, parent: string, name: string, start: bigint, end: bigint, attributes: Attributes): ReadableSpan =>
+      readableSpan({
         name,
-        kind: SpanKind.INTERNAL,
-        spanContext: () => ctx,
+        spanContext: context(g.trace, id, false),
         parentSpanContext: context(g.trace, parent, false),
-        startTime: hrTime(start),
-        endTime: hrTime(end),
-        duration: hrTime(end - start),
+        start,
+        end,
         status: { code: SpanStatusCode.UNSET },
         attributes,
         links: [],
-        events: [],
-        ended: true,
         resource,
-        instrumentationScope: SCOPE,
-        droppedAttributesCount: 0,
-        droppedEventsCount: 0,
-        droppedLinksCount: 0,
-      };
-    };
+      });
     out.push(span(hopId, sender.id, `hop ${h.send.comm} -> ${h.recv.comm}`, h.send.ts, h.recv.ts, {
       'causeway.hop.send': h.send.id,
       'causeway.hop.recv': h.recv.id,
@@ -441,23 +431,46 @@ function toReadableSpan(s: Span, resource: Resource, byId: Map<string, TraceEven
     const other = byId.get(id);
     return other === undefined ? outside !== null : procKey(other) !== procKey(s);
   };
-  const ctx = context(s.trace, s.id, false);
   const parent = outside?.parent ?? s.parent;
-  const links: Link[] = (outside?.links ?? s.links).map((id) => ({ context: context(s.trace, id, remote(id)) }));
-  return {
+  return readableSpan({
     name: `${s.comm} ${s.startEvent.type}->${s.endEvent.type}`,
-    kind: SpanKind.INTERNAL,
-    spanContext: () => ctx,
-    ...(parent !== undefined && { parentSpanContext: context(s.trace, parent, remote(parent)) }),
-    startTime: hrTime(s.start),
-    endTime: hrTime(s.end),
-    duration: hrTime(s.end - s.start),
+    spanContext: context(s.trace, s.id, false),
+    parentSpanContext: parent === undefined ? undefined : context(s.trace, parent, remote(parent)),
+    start: s.start,
+    end: s.end,
     status: spanStatus(s),
     attributes: spanAttributes(s),
-    links,
+    links: (outside?.links ?? s.links).map((id) => ({ context: context(s.trace, id, remote(id)) })),
+    resource,
+  });
+}
+
+/** A finished INTERNAL span of ours as the exporter takes it: what varies, and the fields that never do. */
+function readableSpan(f: {
+  name: string;
+  spanContext: SpanContext;
+  parentSpanContext: SpanContext | undefined;
+  start: bigint;
+  end: bigint;
+  status: SpanStatus;
+  attributes: Attributes;
+  links: Link[];
+  resource: Resource;
+}): ReadableSpan {
+  return {
+    name: f.name,
+    kind: SpanKind.INTERNAL,
+    spanContext: () => f.spanContext,
+    ...(f.parentSpanContext && { parentSpanContext: f.parentSpanContext }),
+    startTime: hrTime(f.start),
+    endTime: hrTime(f.end),
+    duration: hrTime(f.end - f.start),
+    status: f.status,
+    attributes: f.attributes,
+    links: f.links,
     events: [],
     ended: true,
-    resource,
+    resource: f.resource,
     instrumentationScope: SCOPE,
     droppedAttributesCount: 0,
     droppedEventsCount: 0,
