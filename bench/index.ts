@@ -18,7 +18,8 @@
  * against TypeScript (bench/jsonl.ts); the trace store on one core
  * (bench/store.ts); the scheduler experiment, a multi-tier application in
  * overload with and without `--actor scheduler` (bench/scheduler); the layer
- * programs of `causeway trace --layers` across a VXLAN overlay (bench/layers.ts).
+ * programs of `causeway trace --layers` across a VXLAN overlay (bench/layers.ts);
+ * what each event type costs, in the kernel and in the runtime (bench/event-cost.ts).
  * TCP across two namespaces runs its server and its client as two processes,
  * one in each namespace, and in two runs where there are runs: the record
  * crosses between them in the TCP header option.
@@ -27,7 +28,7 @@
  *   node dist/bench/index.js [--quick] [--only SECTION[,SECTION...]] [--from-json]
  * --only measures only the sections named (micro: the request/response table,
  * or one of its rows by mode: pipe, unix, tcp, tcpns, bulk, forkexec; actors;
- * sdk; memory; app; servers, or redis or pgbench alone; jsonl; store; scheduler; layers) and keeps every other
+ * sdk; memory; app; servers, or redis or pgbench alone; jsonl; store; scheduler; layers; event-cost) and keeps every other
  * section from the BENCHMARKS.json already there.
  */
 import fs from 'node:fs';
@@ -48,6 +49,7 @@ import { benchServers, WORKLOADS, WorkloadName } from './servers';
 import { benchJsonl } from './jsonl';
 import { benchScheduler, schedulerMarkdown, SchedulerBench } from './scheduler';
 import { benchLayers, layersMarkdown, LayersBench } from './layers';
+import { benchEventCost, eventCostMarkdown, EventCostBench } from './event-cost';
 import { median, machine, withFloor, withOutsideRun } from './common';
 
 const ROOT = path.join(__dirname, '..', '..');
@@ -282,6 +284,8 @@ interface Extras {
   scheduler?: { json: unknown; md: string };
   /** bench/layers.ts: the tc programs of causeway trace --layers, across a VXLAN overlay. */
   layers?: { json: unknown; md: string };
+  /** bench/event-cost.ts: what each event type costs, in the kernel and in the runtime. */
+  eventCost?: { json: unknown; md: string };
 }
 
 /** One row of the request/response table in BENCHMARKS.json; rounds, seconds and date say which invocation measured it. */
@@ -342,7 +346,7 @@ function rowsOf(j: Report): ResultRow[] {
 }
 
 const MICRO_MODES = [...new Set(BENCHES.map((b) => b.mode))];
-const SECTIONS = ['micro', ...MICRO_MODES, 'actors', 'sdk', 'memory', 'app', 'servers', ...WORKLOADS, 'jsonl', 'store', 'scheduler', 'layers'] as const;
+const SECTIONS = ['micro', ...MICRO_MODES, 'actors', 'sdk', 'memory', 'app', 'servers', ...WORKLOADS, 'jsonl', 'store', 'scheduler', 'layers', 'event-cost'] as const;
 
 /** --only A,B (or --only A --only B): the sections to measure; null: all of them. */
 function parseOnly(argv: string[]): Set<string> | null {
@@ -456,6 +460,11 @@ async function main() {
       process.stderr.write('layers: request/response across a VXLAN overlay, with and without the layer programs\n');
       const lay = await benchLayers({ quick });
       extras.layers = { json: lay.json, md: lay.md };
+    }
+    if (want('event-cost')) {
+      process.stderr.write('event-cost: what each event type costs, in the kernel (bpf_stats) and in the runtime (its CPU time)\n');
+      const ec = await benchEventCost({ quick });
+      extras.eventCost = { json: ec.json, md: ec.md };
     }
   } finally {
     removeNamespaces();
@@ -632,6 +641,7 @@ function summarize(rows: ResultRow[], rounds: number, secs: number, extras: Extr
   if (extras.store) lines.push(storeMarkdown(extras.store.json as StoreBench), '');
   if (extras.scheduler) lines.push(schedulerMarkdown(extras.scheduler.json as SchedulerBench), '');
   if (extras.layers) lines.push(layersMarkdown(extras.layers.json as LayersBench), '');
+  if (extras.eventCost) lines.push(eventCostMarkdown(extras.eventCost.json as EventCostBench), '');
   return { md: lines.join('\n'), json: { machine: machine(), rounds, seconds: secs, results: json, extras } };
 }
 

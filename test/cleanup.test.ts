@@ -2,13 +2,15 @@
  * Nothing a run made outlives it: its cgroup, its registry entry, its
  * programs and links, and the processes left in its cgroup, after a normal
  * exit, a killed command, and SIGINT to causeway itself. (After SIGKILL to
- * causeway: test/leftovers.test.ts.)
+ * causeway: test/leftovers.test.ts.) And the hooks a library user gets around
+ * that: onExit runs once the command exited, while the programs are loaded.
  */
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { BIN, bpfUnavailable, pidAlive, runOf, tmpdir, waitFor } from './helpers';
+import { run as runInProcess } from '../src/runtime/runtime';
 
 const skip = bpfUnavailable();
 
@@ -100,4 +102,25 @@ t.test('after SIGINT to causeway', { skip: skip ?? false }, async (t) => {
   const [code] = await exit;
   t.equal(code, 128 + 2, 'the command got SIGINT and causeway exits with its status');
   await assertGone(t, run, objs);
+});
+
+t.test('onExit: after the command, before the programs go', { skip: skip ?? false }, async (t) => {
+  const before = new Set(bpfObjects(process.pid).progs);
+  let atExit: number[] = [];
+  let status = -1;
+  const res = await runInProcess({
+    command: 'sh',
+    args: ['-c', 'exit 3'],
+    summary: false,
+    onExit: (s) => {
+      status = s;
+      atExit = bpfObjects(process.pid).progs.filter((id) => !before.has(id));
+    },
+  });
+  t.equal(res.status, 3);
+  t.equal(status, 3, 'onExit gets the status');
+  t.ok(atExit.length >= 5, `the run's programs are still loaded in onExit (${atExit.length})`);
+  // The kernel frees a program from a work queue after its last reference goes.
+  await waitFor(() => atExit.every((id) => !bpfExists('prog', id)), 10000, 'the programs to be freed').catch(() => {});
+  t.same(atExit.filter((id) => bpfExists('prog', id)), [], 'and gone once run() returned');
 });

@@ -76,6 +76,8 @@ export interface RunOptions {
   onRawEvents?: (batch: Buffer, clockOffset: bigint) => void;
   /** Called once the command runs in the cgroup (or the target is followed), with the shim (to read or inject records). */
   onStart?: (ctx: { pid: number; shim: Shim; cgroup: RunScope }) => void;
+  /** Called once the command has exited, before anything of the run is taken down (a benchmark reads the kernel's accounting of the shim's programs there). */
+  onExit?: (status: number) => void;
   ringbufBytes?: number;
   /** Pipes, FIFOs and UNIX sockets followed at once (default 16384); past it, counted as channelMapFull. */
   maxChannels?: number;
@@ -265,6 +267,7 @@ export class Runtime {
         const [code, signal] = await exited;
         result.status = code ?? 128 + (signal ? os.constants.signals[signal] : 0);
         debug('%s exited: code %s signal %s', opts.command, code, signal);
+        opts.onExit?.(result.status);
       }
     } finally {
       if (sweepTimer) clearInterval(sweepTimer);
