@@ -24,7 +24,7 @@
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 /* Set through the skeleton's rodata before load. */
-const volatile __u64 cw_wakeup_bytes = 65536;	/* wake the reader past this backlog */
+const volatile __u64 cw_wakeup_bytes = 65536;	/* wake the reader past this backlog (set at load: a quarter of the ring) */
 const volatile bool cw_emit_events = true;	/* false: propagate only, no ring buffer */
 const volatile __u8 cw_opt_kind = 253;		/* TCP option kind (RFC 6994 experimental) */
 const volatile __u16 cw_opt_exid = 0xc5a7;	/* its ExID */

@@ -124,6 +124,9 @@ class Shim : public Napi::ObjectWrap<Shim> {
     uint32_t rb_bytes = opts.Get("ringbufBytes").As<Napi::Number>().Uint32Value();
     if ((err = bpf_map__set_max_entries(shim_->maps.events, rb_bytes)) != 0)
       Fail(env, err, "size the ring buffer", log.log);
+    // The reader drains on a timer (event_reader.cc); a wake-up is for a backlog
+    // that would fill the ring before it: a quarter of it.
+    shim_->rodata->cw_wakeup_bytes = rb_bytes / 4;
     Napi::Value max_chans = opts.Get("maxChannels");
     if (max_chans.IsNumber() &&
         (err = bpf_map__set_max_entries(shim_->maps.chans, max_chans.As<Napi::Number>().Uint32Value())) != 0)

@@ -16,7 +16,33 @@ int HandleEvent(void *ctx, void *data, size_t size) {
   return static_cast<EventReader *>(ctx)->OnEvent(data, size);
 }
 
+// What a JS Buffer's finalizer needs to give its memory back.
+struct Lent {
+  std::shared_ptr<BatchPool> pool;
+  std::unique_ptr<std::vector<uint8_t>> buf;
+};
+
 }  // namespace
+
+std::unique_ptr<std::vector<uint8_t>> BatchPool::Take() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!free_.empty()) {
+      auto buf = std::move(free_.back());
+      free_.pop_back();
+      buf->clear();
+      return buf;
+    }
+  }
+  auto buf = std::make_unique<std::vector<uint8_t>>();
+  buf->reserve(capacity_);
+  return buf;
+}
+
+void BatchPool::Give(std::unique_ptr<std::vector<uint8_t>> buf) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (free_.size() < kKept) free_.push_back(std::move(buf));
+}
 
 EventReader::EventReader(Napi::Env env, int ringbuf_fd, Napi::Function on_batch, size_t event_size)
     : event_size_(event_size) {
@@ -28,7 +54,8 @@ EventReader::EventReader(Napi::Env env, int ringbuf_fd, Napi::Function on_batch,
     throw e;
   }
   tsfn_ = Napi::ThreadSafeFunction::New(env, on_batch, "causeway-events", kQueuedBatches, 1);
-  batch_.reserve(kBatchEvents * event_size_);
+  pool_ = std::make_shared<BatchPool>(kBatchEvents * event_size_);
+  batch_ = pool_->Take();
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -41,22 +68,38 @@ EventReader::~EventReader() {
 int EventReader::OnEvent(const void *data, size_t size) {
   if (size != event_size_) return 0;  // cannot happen with one build of both sides
   const auto *bytes = static_cast<const uint8_t *>(data);
-  batch_.insert(batch_.end(), bytes, bytes + size);
-  if (batch_.size() >= kBatchEvents * event_size_) Flush();
+  batch_->insert(batch_->end(), bytes, bytes + size);
+  if (batch_->size() >= kBatchEvents * event_size_) Flush();
   return 0;
 }
 
 void EventReader::Flush() {
-  if (batch_.empty()) return;
-  auto *payload = new std::vector<uint8_t>(std::move(batch_));
-  batch_ = std::vector<uint8_t>();
-  batch_.reserve(kBatchEvents * event_size_);
+  if (batch_->empty()) return;
+  auto *lent = new Lent{pool_, std::move(batch_)};
+  batch_ = pool_->Take();
   // Blocking: a slow consumer lets the ring fill up, where the shim counts drops.
-  napi_status status = tsfn_.BlockingCall(payload, [](Napi::Env env, Napi::Function fn, std::vector<uint8_t> *p) {
-    if (env != nullptr && fn != nullptr) fn.Call({Napi::Buffer<uint8_t>::Copy(env, p->data(), p->size())});
-    delete p;
+  napi_status status = tsfn_.BlockingCall(lent, [](Napi::Env env, Napi::Function fn, Lent *l) {
+    if (env == nullptr || fn == nullptr) {
+      delete l;
+      return;
+    }
+    // No copy: the Buffer is the batch; its finalizer gives the memory back to the pool.
+    auto *data = l->buf->data();
+    size_t size = l->buf->size();
+    int64_t held = static_cast<int64_t>(l->buf->capacity());
+    Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::New(
+        env, data, size,
+        [held](Napi::Env env, uint8_t *, Lent *l) {
+          Napi::MemoryManagement::AdjustExternalMemory(env, -held);
+          l->pool->Give(std::move(l->buf));
+          delete l;
+        },
+        l);
+    // So that the garbage collector counts what the batches hold.
+    Napi::MemoryManagement::AdjustExternalMemory(env, held);
+    fn.Call({buf});
   });
-  if (status != napi_ok) delete payload;
+  if (status != napi_ok) delete lent;
 }
 
 void EventReader::Run() {

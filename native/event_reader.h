@@ -6,10 +6,30 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
 struct ring_buffer;
+
+// Batch buffers, reused: JavaScript gets each batch without a copy (an
+// external Buffer), and its finalizer gives the memory back here, so that the
+// reader writes into pages it has touched before instead of fresh ones (a page
+// fault per 4 KiB otherwise). Shared with the finalizers, which may run after
+// the reader is gone.
+class BatchPool {
+ public:
+  explicit BatchPool(size_t capacity) : capacity_(capacity) {}
+  std::unique_ptr<std::vector<uint8_t>> Take();
+  void Give(std::unique_ptr<std::vector<uint8_t>> buf);
+
+ private:
+  static constexpr size_t kKept = 8;  // free buffers kept at most; more are freed
+  const size_t capacity_;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<std::vector<uint8_t>>> free_;
+};
 
 class EventReader {
  public:
@@ -32,7 +52,8 @@ class EventReader {
   ring_buffer *rb_ = nullptr;
   size_t event_size_;
   Napi::ThreadSafeFunction tsfn_;
-  std::vector<uint8_t> batch_;
+  std::shared_ptr<BatchPool> pool_;
+  std::unique_ptr<std::vector<uint8_t>> batch_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };
