@@ -8,10 +8,12 @@
 static const char *names[] = {
 	"ring buffer reserve + submit (288 bytes)",
 	"+ zero the record",
-	"+ command name (bpf_get_current_comm)",
+	"+ command name (two loads from the task)",
 	"+ clock (bpf_ktime_get_boot_ns)",
-	"+ event id (two bpf_get_prandom_u32)",
-	"+ backlog check (bpf_ringbuf_query)",
+	"+ event id (a counter per CPU, mixed)",
+	"+ backlog check (bpf_ringbuf_query): the shim's ev_start",
+	"for comparison, + bpf_get_current_comm (the shim's command name before)",
+	"for comparison, + two bpf_get_prandom_u32 (its event id before)",
 };
 
 static int skip(void *ctx, void *data, size_t size) { return 0; }

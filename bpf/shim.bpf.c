@@ -111,6 +111,14 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* Event ids: a counter per CPU from a random start, mixed (events.bpf.h new_id). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} id_gen SEC(".maps");
+
 /* Networks whose records are accepted and towards which records are written. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

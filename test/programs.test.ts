@@ -64,3 +64,25 @@ t.test('splice(2) and tee(2) carry records', { skip: skip ?? false }, async (t) 
     chainOk(t, events, (e) => e.comm === 'wc', (e) => e.comm === 'splicer', `${mode}: splicer -> wc`);
   }
 });
+
+// Event ids come from a counter per CPU mixed by splitmix64 (bpf/lib/events.bpf.h new_id), command names
+// from two loads of task->comm: a busy run on both CPUs, programs named at exec and renamed by prctl.
+t.test('event ids are unique and command names right under load on every CPU', { skip: skip ?? false }, async (t) => {
+  const dir = tmpdir(t);
+  const bin = path.join(dir, 'pingpong');
+  execFileSync('cc', ['-O2', '-o', bin, path.join(__dirname, '..', 'bench', 'pingpong.c')]);
+  const file = path.join(dir, 'ev.jsonl');
+  const script = `${bin} pipe 1 1 ${dir}/a -1 & ${bin} unix 1 1 ${dir}/b -1 & ` +
+    `python3 -c 'import ctypes, os; ctypes.CDLL(None).prctl(15, b"renamed-worker"); r, w = os.pipe(); os.write(w, b"x"); os.read(r, 1)'; wait`;
+  const r = await causeway(['run', '-e', file, '--', 'sh', '-c', script]);
+  t.equal(r.status, 0, r.stderr);
+  const events = readEvents(file);
+  const ids = events.map((e) => e.event);
+  t.ok(events.length > 50000, `a busy run (${events.length} events)`);
+  t.equal(new Set(ids).size, ids.length, 'no two events share an id');
+  t.notOk(ids.some((id) => !/^0000[0-9a-f]{12}$/.test(id) || /^0+$/.test(id)), 'every id is 48 bits and not zero');
+  const pairs = new Set(events.filter((e) => e.comm === 'pingpong').map((e) => e.pid));
+  t.ok(pairs.size >= 4, `both ping-pong pairs made events (${pairs.size} processes)`);
+  t.ok(events.some((e) => e.comm === 'renamed-worker' && e.type === 'send'), 'a thread renamed by prctl has its new name in its events');
+  t.ok(events.every((e) => e.comm.length > 0 && !e.comm.includes('\u0000')), 'no empty or padded command name');
+});
