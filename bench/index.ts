@@ -45,7 +45,7 @@ import { trace } from '../src/tracer/trace';
 import { benchMemory } from './memory';
 import { benchStore, storeMarkdown, StoreBench } from './store';
 import { benchApp } from './app';
-import { benchServers, WORKLOADS, WorkloadName } from './servers';
+import { benchServers, mergeServers, WORKLOADS, WorkloadName } from './servers';
 import { benchJsonl } from './jsonl';
 import { benchScheduler, schedulerMarkdown, SchedulerBench } from './scheduler';
 import { benchLayers, layersMarkdown, LayersBench } from './layers';
@@ -449,7 +449,11 @@ async function main() {
     if (workloads.length) {
       process.stderr.write(`servers: ${workloads.join(' and ')} against real servers, separate runs and one run\n`);
       const srv = await benchServers({ quick, only: workloads as WorkloadName[] });
-      extras.servers = { json: srv.json, md: srv.md };
+      // A workload not measured now keeps what the last run of it measured.
+      const prev = fs.existsSync(path.join(ROOT, 'BENCHMARKS.json'))
+        ? (JSON.parse(fs.readFileSync(path.join(ROOT, 'BENCHMARKS.json'), 'utf8')) as Report).extras?.servers?.json
+        : undefined;
+      extras.servers = prev && workloads.length < WORKLOADS.length ? mergeServers(srv.json, prev) : { json: srv.json, md: srv.md };
     }
     if (want('scheduler')) {
       process.stderr.write('scheduler: a multi-tier application in overload, two priority classes, with and without the scheduler actor\n');

@@ -334,6 +334,19 @@ function tcpAccepts(port: number): Promise<boolean> {
   });
 }
 
+/** What the report needs of a workload, from its json() (so that a section can be rendered again from BENCHMARKS.json). */
+const WORKLOAD_INFO: Record<WorkloadName, { metrics: string[]; unit: string }> = {
+  redis: { metrics: ['SET', 'GET'], unit: 'requests/s' },
+  pgbench: { metrics: ['tps'], unit: 'transactions/s' },
+};
+const DESCRIBE: Record<WorkloadName, (j: Record<string, unknown>) => string> = {
+  redis: (j) =>
+    `\`redis-benchmark -t get,set -c 8 -n ${j.requests} --csv\` against \`redis-server\` (${j.version}) on 127.0.0.1 at a free port, no persistence (\`--save '' --appendonly no\`)` +
+    (j.secondsPerTest ? `; the request count is calibrated for ~${j.secondsPerTest} s per test at the baseline's rate.` : '; the request count is calibrated on the baseline\'s rate.'),
+  pgbench: (j) =>
+    `\`pgbench -S -c 4 -n -T ${j.seconds}\` (select-only, one pgbench thread, scale factor ${j.scale} initialised once) against ${String(j.version).replace(/^postgres \(PostgreSQL\) /, 'PostgreSQL ')}, initdb in a temporary directory, run as postgres (\`runuser -u postgres\`) on 127.0.0.1 at a free port (fsync, autovacuum off), the client over TCP.`,
+};
+
 class Redis implements Workload {
   readonly name = 'redis' as const;
   readonly metrics = ['SET', 'GET'];
@@ -396,11 +409,11 @@ class Redis implements Workload {
   }
 
   describe(): string {
-    return `\`redis-benchmark -t get,set -c 8 -n ${this.requests} --csv\` against \`redis-server\` (${this.version}) on 127.0.0.1 at a free port, no persistence (\`--save '' --appendonly no\`); the request count is calibrated for ~${this.secondsPerTest} s per test at the baseline's rate.`;
+    return DESCRIBE.redis(this.json());
   }
 
   json(): Record<string, unknown> {
-    return { version: this.version, requests: this.requests, clients: 8, tests: ['set', 'get'] };
+    return { version: this.version, requests: this.requests, clients: 8, tests: ['set', 'get'], secondsPerTest: this.secondsPerTest };
   }
 }
 
@@ -589,7 +602,7 @@ class Postgres implements Workload {
   }
 
   describe(): string {
-    return `\`pgbench -S -c 4 -n -T ${this.seconds}\` (select-only, one pgbench thread, scale factor ${this.scale} initialised once) against ${this.pg.version.replace(/^postgres \(PostgreSQL\) /, 'PostgreSQL ')}, initdb in a temporary directory, run as postgres (\`runuser -u postgres\`) on 127.0.0.1 at a free port (fsync, autovacuum off), the client over TCP.`;
+    return DESCRIBE.pgbench(this.json());
   }
 
   json(): Record<string, unknown> {
@@ -755,7 +768,8 @@ export async function benchServers(opts: ServersOptions): Promise<{ json: unknow
     fs.rmSync(dir, { recursive: true, force: true });
   }
   if (interrupted) throw new Error(`interrupted by ${interrupted}`);
-  return summarize(samples, workloads, rounds);
+  const date = new Date().toISOString().slice(0, 10);
+  return summarize(samples, workloads.map((w) => ({ name: w.name, json: w.json(), rounds, date })));
 }
 
 function progressLine(m: Measurement, w: Workload): string {
@@ -850,12 +864,49 @@ function dropsOf(ms: Measurement[]): Record<string, number> {
   return d;
 }
 
-function summarize(samples: Measurement[], workloads: Workload[], rounds: number): { json: unknown; md: string } {
+/** One workload's part of the report: what its json() said, how many rounds, and the day it was measured. */
+interface Part {
+  name: WorkloadName;
+  json: Record<string, unknown>;
+  rounds: number;
+  date: string;
+}
+
+interface ServersJson {
+  rounds: number;
+  date: string;
+  workloads: Record<string, Record<string, unknown> & { rounds?: number; date?: string }>;
+  measurements: Measurement[];
+}
+
+/**
+ * The section again, with what now measured and, for the workloads it did
+ * not measure (`--only redis`, say), what before holds: each with its own
+ * rounds and date.
+ */
+export function mergeServers(now: unknown, before: unknown): { json: unknown; md: string } {
+  const parts = (j: ServersJson, names: string[]): Part[] =>
+    names.map((name) => {
+      const { rounds, date, ...json } = j.workloads[name];
+      return { name: name as WorkloadName, json, rounds: rounds ?? j.rounds, date: date ?? j.date };
+    });
+  const n = now as ServersJson;
+  const b = before as ServersJson;
+  const kept = Object.keys(b.workloads ?? {}).filter((w) => !(w in n.workloads));
+  return summarize(
+    [...n.measurements, ...(b.measurements ?? []).filter((m) => kept.includes(m.workload))],
+    [...parts(n, Object.keys(n.workloads)), ...parts(b, kept)].sort((x, y) => WORKLOADS.indexOf(x.name) - WORKLOADS.indexOf(y.name)),
+  );
+}
+
+function summarize(samples: Measurement[], workloads: Part[]): { json: unknown; md: string } {
+  const sameRounds = workloads.every((w) => w.rounds === workloads[0]?.rounds);
+  const roundsText = sameRounds ? `${workloads[0]?.rounds ?? 0}` : `its workload's (${workloads.map((w) => `${w.name}: ${w.rounds}`).join(', ')})`;
   const lines: string[] = [
     '## Real servers: redis-benchmark and pgbench',
     '',
     `Written on ${new Date().toISOString().slice(0, 10)}: ${machine()}.`,
-    ...workloads.map((w) => `- ${w.describe()}`),
+    ...workloads.map((w) => `- ${DESCRIBE[w.name](w.json)} Measured on ${w.date}, ${w.rounds} rounds.`),
     '',
     'Configurations: baseline (no BPF program), floor (the shim\'s hooks with programs that return at once), outside (the shim',
     'loaded for another run\'s cgroup; server and client outside it), then the CLI: propagation (`causeway run --no-sample`),',
@@ -864,7 +915,7 @@ function summarize(samples: Measurement[], workloads: Workload[], rounds: number
     'a record crosses from one to the other only in the TCP header option) and one run (one causeway run starts the server',
     'in the background, the client once the server is ready, then stops the server). Without causeway, the same processes',
     'run the same way.',
-    `Each figure is the median of ${rounds} alternating runs (the order rotates each round); spread is min-max. Ratios and`,
+    `Each figure is the median of ${roundsText} alternating runs (the order rotates each round); spread is min-max. Ratios and`,
     'losses are to the baseline of the same topology in this same invocation. A verdict is given only where the',
     'configuration\'s spread and the baseline\'s do not overlap; otherwise the difference is not resolvable here.',
     'TCP options: median per run of tcpOptionsWritten/tcpOptionsReceived from each causeway run\'s summary line, beside the',
@@ -881,7 +932,7 @@ function summarize(samples: Measurement[], workloads: Workload[], rounds: number
   const results: Record<string, unknown>[] = [];
   const bullets: string[] = [];
   for (const w of workloads)
-    for (const metric of w.metrics) {
+    for (const metric of WORKLOAD_INFO[w.name].metrics) {
       const label = w.name === 'redis' ? `redis-benchmark ${metric}` : 'pgbench -S';
       for (const topology of TOPOLOGIES) {
         const of = (c: ServerConfig) => samples.filter((s) => s.workload === w.name && s.topology === topology && s.config === c);
@@ -900,7 +951,7 @@ function summarize(samples: Measurement[], workloads: Workload[], rounds: number
           const dropCell = !causeway ? '-' : Object.keys(drops).length ? Object.entries(drops).map(([k, n]) => `${k}=${n}`).join(' ') : '0';
           const verd = c === 'baseline' ? '-' : verdict(xs('baseline'), v);
           lines.push(
-            `| ${label} | ${TOPO_LABEL[topology]} | ${CONFIG_LABEL[c]} | ${m.toFixed(0)} ${w.unit} | ${Math.min(...v).toFixed(0)}-${Math.max(...v).toFixed(0)} | ` +
+            `| ${label} | ${TOPO_LABEL[topology]} | ${CONFIG_LABEL[c]} | ${m.toFixed(0)} ${WORKLOAD_INFO[w.name].unit} | ${Math.min(...v).toFixed(0)}-${Math.max(...v).toFixed(0)} | ` +
               `${(m / base).toFixed(3)} | ${c === 'baseline' ? '-' : `${((1 - m / base) * 100).toFixed(1)}%`} | ${verd} | ${cpuUs.toFixed(1)} (${(kernelShare * 100).toFixed(0)}% kernel) | ${cross?.cell ?? '-'} | ${dropCell} |`,
           );
           results.push({
@@ -955,8 +1006,8 @@ function summarize(samples: Measurement[], workloads: Workload[], rounds: number
   const json = {
     machine: machine(),
     date: new Date().toISOString().slice(0, 10),
-    rounds,
-    workloads: Object.fromEntries(workloads.map((w) => [w.name, w.json()])),
+    rounds: Math.max(0, ...workloads.map((w) => w.rounds)),
+    workloads: Object.fromEntries(workloads.map((w) => [w.name, { ...w.json, rounds: w.rounds, date: w.date }])),
     results,
     measurements: samples,
   };
