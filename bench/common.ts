@@ -1,5 +1,6 @@
-/** What every benchmark report needs: medians, the machine it ran on, and the floor and outside configurations. */
+/** What every benchmark report needs: medians, the machine it ran on, the floor and outside configurations, the programs' own accounting. */
 import os from 'node:os';
+import { execFileSync } from 'node:child_process';
 import { Floor } from '../src/kernel/shim';
 import { run } from '../src/runtime/runtime';
 
@@ -62,4 +63,18 @@ export function verdict(base: number[], xs: number[]): string {
   if (Math.max(...xs) < Math.min(...base)) return `slower (${((1 - m) * 100).toFixed(1)}% lost)`;
   if (Math.min(...xs) > Math.max(...base)) return `faster (+${((m - 1) * 100).toFixed(1)}%)`;
   return 'not resolvable here';
+}
+
+/** run_time_ns and run_cnt of the loaded BPF programs, summed by name, for the names wanted (bpftool; kernel.bpf_stats_enabled must be on). */
+export function progStats(names: readonly string[]): Map<string, { ns: number; calls: number }> {
+  const progs = JSON.parse(execFileSync('bpftool', ['prog', 'show', '--json'], { encoding: 'utf8' })) as { name?: string; run_time_ns?: number; run_cnt?: number }[];
+  const m = new Map<string, { ns: number; calls: number }>();
+  for (const p of progs) {
+    if (!p.name || !names.includes(p.name)) continue;
+    const s = m.get(p.name) ?? { ns: 0, calls: 0 };
+    s.ns += p.run_time_ns ?? 0;
+    s.calls += p.run_cnt ?? 0;
+    m.set(p.name, s);
+  }
+  return m;
 }

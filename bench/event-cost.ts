@@ -30,7 +30,7 @@ import { run } from '../src/runtime/runtime';
 import { trace } from '../src/tracer/trace';
 import { newRecord } from '../src/kernel/record';
 import { EVENT_BYTES, EVENT_OFF } from '../src/kernel/events';
-import { median } from './common';
+import { median, progStats } from './common';
 
 const ROOT = path.join(__dirname, '..', '..');
 const CONFIGS = ['propagation', 'events', 'file', 'trace'] as const;
@@ -89,20 +89,6 @@ export interface EventCostBench {
   parts: { piece: string; ns: number[] }[] | null;
 }
 
-/** run_time_ns and run_cnt summed by program name over the loaded programs named handle_*. */
-function progStats(): Map<string, { ns: number; calls: number }> {
-  const progs = JSON.parse(execFileSync('bpftool', ['prog', 'show', '--json'], { encoding: 'utf8' })) as { name?: string; run_time_ns?: number; run_cnt?: number }[];
-  const m = new Map<string, { ns: number; calls: number }>();
-  for (const p of progs) {
-    if (!p.name || !(PROGRAMS as readonly string[]).includes(p.name)) continue;
-    const s = m.get(p.name) ?? { ns: 0, calls: 0 };
-    s.ns += p.run_time_ns ?? 0;
-    s.calls += p.run_cnt ?? 0;
-    m.set(p.name, s);
-  }
-  return m;
-}
-
 function countTypes(batch: Buffer, into: Record<string, number>): void {
   for (let off = 0; off + EVENT_BYTES <= batch.length; off += EVENT_BYTES) {
     const t = TYPES[batch.readUInt8(off + EVENT_OFF.type)] ?? '?';
@@ -115,15 +101,15 @@ async function measure(w: Workload, config: Config, dir: string, secs: number): 
   const bin = path.join(dir, w.bin);
   const args = w.bin === 'forkexec' ? [String(secs), out, '0'] : [w.mode!, '64', String(secs), out, '0'];
   const types: Record<string, number> = {};
-  const progs: { before?: Map<string, { ns: number; calls: number }>; after?: Map<string, { ns: number; calls: number }> } = {};
+  const progs: { before?: ReturnType<typeof progStats>; after?: ReturnType<typeof progStats> } = {};
   let cpu0 = process.cpuUsage();
   // Counted from the moment the command runs: the shim's loading is not an event's cost.
   const onStart = () => {
-    progs.before = progStats();
+    progs.before = progStats(PROGRAMS);
     cpu0 = process.cpuUsage();
   };
   // Before the run takes its shim down (its programs go with it).
-  const onExit = () => (progs.after = progStats());
+  const onExit = () => (progs.after = progStats(PROGRAMS));
   let status: number;
   let events: number;
   let drops = 0;
@@ -217,25 +203,18 @@ const fmt = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : '-');
 const range = (xs: number[]) => (xs.length ? `${fmt(Math.min(...xs))}-${fmt(Math.max(...xs))}` : '-');
 
 /** Per round: what config spent per event beyond propagation (the same round's), in the programs and in this process. */
-function perEvent(b: EventCostBench, workload: string, config: Config): { kernel: number[]; runtime: number[]; byProg: Record<string, number[]>; events: number[]; opsRate: number[] } {
-  const res = { kernel: [] as number[], runtime: [] as number[], byProg: {} as Record<string, number[]>, events: [] as number[], opsRate: [] as number[] };
+function perEvent(b: EventCostBench, workload: string, config: Config): { kernel: number[]; runtime: number[]; opsRate: number[] } {
+  const res = { kernel: [] as number[], runtime: [] as number[], opsRate: [] as number[] };
   const base = b.samples.filter((s) => s.workload === workload && s.config === 'propagation');
   const with_ = b.samples.filter((s) => s.workload === workload && s.config === config);
   with_.forEach((s, i) => {
     const p = base[i];
     res.opsRate.push(s.ops / b.seconds);
     if (!p || !s.events || !s.ops || !p.ops) return;
-    res.events.push(s.events / s.ops);
-    // Per op, so that a slower configuration's fewer round trips are compared like with like.
-    const perOp = (x: number, n: number) => x / n;
-    let k = 0;
-    for (const name of PROGRAMS) {
-      const d = perOp(s.progNs[name] ?? 0, s.ops) - perOp(p.progNs[name] ?? 0, p.ops);
-      k += d;
-      (res.byProg[name] ??= []).push((d * s.ops) / s.events);
-    }
-    res.kernel.push((k * s.ops) / s.events);
-    res.runtime.push(((perOp(s.cpuNs, s.ops) - perOp(p.cpuNs, p.ops)) * s.ops) / s.events);
+    // Per round trip (or process), so that a slower configuration's fewer ones compare like with like; then per event.
+    const perEv = (x: number, xBase: number) => ((x / s.ops - xBase / p.ops) * s.ops) / s.events;
+    res.kernel.push(PROGRAMS.reduce((k, name) => k + perEv(s.progNs[name] ?? 0, p.progNs[name] ?? 0), 0));
+    res.runtime.push(perEv(s.cpuNs, p.cpuNs));
   });
   return res;
 }

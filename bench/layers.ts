@@ -20,6 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { makeOverlay } from '../test/overlay';
 import { native } from '../src/kernel/native';
+import { median, progStats } from './common';
 
 const ROOT = path.join(__dirname, '..', '..');
 
@@ -28,11 +29,6 @@ export interface LayersBench {
   rounds: number;
   seconds: number;
   rows: { records: boolean; off: number[]; on: number[]; nsPerRun: number[]; stamps?: number[]; lost?: number[] }[];
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
 /** Round trips per second of one pingpong tcpns run, each end in its container (each in `causeway run` if records). */
@@ -53,16 +49,14 @@ async function pingpong(bin: string, o: ReturnType<typeof makeOverlay>, dir: str
   return Number(fs.readFileSync(out, 'utf8'));
 }
 
-/** run_time_ns and run_cnt of the loaded programs named cw_layer_* (bpftool). */
-function progStats(): { ns: number; runs: number } {
-  const progs = JSON.parse(execFileSync('bpftool', ['prog', 'show', '--json'], { encoding: 'utf8' })) as { name?: string; run_time_ns?: number; run_cnt?: number }[];
+/** ns spent in the layer programs, and their runs, so far (kernel.bpf_stats_enabled). */
+function layerStats(): { ns: number; runs: number } {
   let ns = 0;
   let runs = 0;
-  for (const p of progs)
-    if (p.name === 'cw_layer_in' || p.name === 'cw_layer_out') {
-      ns += p.run_time_ns ?? 0;
-      runs += p.run_cnt ?? 0;
-    }
+  for (const p of progStats(['cw_layer_in', 'cw_layer_out']).values()) {
+    ns += p.ns;
+    runs += p.calls;
+  }
   return { ns, runs };
 }
 
@@ -89,9 +83,9 @@ export async function benchLayers(opts: { quick?: boolean } = {}): Promise<{ jso
             const [ns, ifname] = item.split(':');
             for (const d of ['in', 'out'] as const) L.attach(`/run/netns/${ns}`, ifname, d);
           }
-          const s0 = progStats();
+          const s0 = layerStats();
           row.on.push(await pingpong(bin, o, dir, records, SECONDS, () => void L.read()));
-          const s1 = progStats();
+          const s1 = layerStats();
           row.nsPerRun.push((s1.ns - s0.ns) / Math.max(1, s1.runs - s0.runs));
           const c = L.counters();
           row.stamps.push(Number(c.stored));

@@ -25,16 +25,11 @@ const PY = '/usr/bin/python3';
 /** The hosts' /24 (test/netns.ts makeHosts uses 10.213.x, the demo 10.215.0, the benchmarks 10.214.0). */
 const NET = '10.216.0';
 
+/** Every script's prologue: line(c) is the socket fixtures' read_line (test/fixtures/netline.py). */
 const LINE = `
 import socket, sys
-def line(c):
-    b = b''
-    while not b.endswith(b'\\n'):
-        d = c.recv(4096)
-        if not d:
-            break
-        b += d
-    return b
+sys.path.insert(0, ${JSON.stringify(path.join(__dirname, 'fixtures'))})
+from netline import read_line as line
 `;
 /** Host B: answers each request line with "backend:LINE". */
 const BACKEND = `${LINE}
