@@ -151,8 +151,9 @@ t.test('SIGKILL to causeway mid-traffic, another run live, then a new run', { sk
   const PL = testCgroup(t, 'live');
   const live = startRun(PL, ['sh', '-c', `echo $$ > ${f('live.pid')}; while [ ! -e ${f('stop')} ]; do sleep 0.05; done`]);
   t.teardown(() => killRun(live));
-  await waitFor(() => fs.existsSync(f('live.pid')) && runOf(live.pid) !== null, 30000, 'the live run to start');
-  const L = runOf(live.pid)!;
+  const liveSeen: { run: ReturnType<typeof runOf> } = { run: null };
+  await waitFor(() => fs.existsSync(f('live.pid')) && (liveSeen.run = runOf(live.pid)) !== null, 30000, 'the live run to start');
+  const L = liveSeen.run!;
   const livePid = Number(fs.readFileSync(f('live.pid'), 'utf8'));
 
   // The run to kill: a client and a server over TCP loopback, then a process left behind.
@@ -164,8 +165,10 @@ t.test('SIGKILL to causeway mid-traffic, another run live, then a new run', { sk
     `wait; echo $$ > ${f('leftover.pid')}; exec sleep 60`;
   const victim = startRun(PD, ['sh', '-c', script]);
   t.teardown(() => killRun(victim));
-  await waitFor(() => runOf(victim.pid) !== null, 30000, 'the run to register');
-  const D = runOf(victim.pid)!;
+  // The entry as first seen: read once, so that a second look cannot race with what the run does next.
+  const seen: { run: ReturnType<typeof runOf> } = { run: null };
+  await waitFor(() => (seen.run = runOf(victim.pid)) !== null, 30000, 'the run to register');
+  const D = seen.run!;
   // Tests in parallel start runs too, and any of them would sweep the dead run at once (as it should):
   // this test holds the dead run's lock until its traffic is over, then lets the new run sweep it.
   const lock = fs.openSync(path.join(D.entry, 'lock'), 'r');
