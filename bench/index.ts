@@ -19,7 +19,9 @@
  * (bench/store.ts); the scheduler experiment, a multi-tier application in
  * overload with and without `--actor scheduler` (bench/scheduler); the layer
  * programs of `causeway trace --layers` across a VXLAN overlay (bench/layers.ts);
- * what each event type costs, in the kernel and in the runtime (bench/event-cost.ts).
+ * what each event type costs, in the kernel and in the runtime (bench/event-cost.ts);
+ * what the shim adds per syscall against the floor, request/response in one
+ * thread with no scheduler noise (bench/hot-path.ts).
  * TCP across two namespaces runs its server and its client as two processes,
  * one in each namespace, and in two runs where there are runs: the record
  * crosses between them in the TCP header option.
@@ -28,7 +30,7 @@
  *   node dist/bench/index.js [--quick] [--only SECTION[,SECTION...]] [--from-json]
  * --only measures only the sections named (micro: the request/response table,
  * or one of its rows by mode: pipe, unix, tcp, tcpns, bulk, forkexec; actors;
- * sdk; memory; app; servers, or redis or pgbench alone; jsonl; store; scheduler; layers; event-cost) and keeps every other
+ * sdk; memory; app; servers, or redis or pgbench alone; jsonl; store; scheduler; layers; event-cost; hot-path) and keeps every other
  * section from the BENCHMARKS.json already there.
  */
 import fs from 'node:fs';
@@ -50,6 +52,7 @@ import { benchJsonl } from './jsonl';
 import { benchScheduler, schedulerMarkdown, SchedulerBench } from './scheduler';
 import { benchLayers, layersMarkdown, LayersBench } from './layers';
 import { benchEventCost, eventCostMarkdown, EventCostBench } from './event-cost';
+import { benchHotPath, hotPathMarkdown, HotPathBench } from './hot-path';
 import { median, machine, withFloor, withOutsideRun } from './common';
 
 const ROOT = path.join(__dirname, '..', '..');
@@ -286,6 +289,8 @@ interface Extras {
   layers?: { json: unknown; md: string };
   /** bench/event-cost.ts: what each event type costs, in the kernel and in the runtime. */
   eventCost?: { json: unknown; md: string };
+  /** bench/hot-path.ts: what the shim adds per syscall against the floor, request/response in one thread. */
+  hotPath?: { json: unknown; md: string };
 }
 
 /** One row of the request/response table in BENCHMARKS.json; rounds, seconds and date say which invocation measured it. */
@@ -346,7 +351,7 @@ function rowsOf(j: Report): ResultRow[] {
 }
 
 const MICRO_MODES = [...new Set(BENCHES.map((b) => b.mode))];
-const SECTIONS = ['micro', ...MICRO_MODES, 'actors', 'sdk', 'memory', 'app', 'servers', ...WORKLOADS, 'jsonl', 'store', 'scheduler', 'layers', 'event-cost'] as const;
+const SECTIONS = ['micro', ...MICRO_MODES, 'actors', 'sdk', 'memory', 'app', 'servers', ...WORKLOADS, 'jsonl', 'store', 'scheduler', 'layers', 'event-cost', 'hot-path'] as const;
 
 /** --only A,B (or --only A --only B): the sections to measure; null: all of them. */
 function parseOnly(argv: string[]): Set<string> | null {
@@ -469,6 +474,11 @@ async function main() {
       process.stderr.write('event-cost: what each event type costs, in the kernel (bpf_stats) and in the runtime (its CPU time)\n');
       const ec = await benchEventCost({ quick });
       extras.eventCost = { json: ec.json, md: ec.md };
+    }
+    if (want('hot-path')) {
+      process.stderr.write('hot-path: what the shim adds per syscall against the floor, request/response in one thread\n');
+      const hp = await benchHotPath({ quick });
+      extras.hotPath = { json: hp.json, md: hp.md };
     }
   } finally {
     removeNamespaces();
@@ -646,6 +656,7 @@ function summarize(rows: ResultRow[], rounds: number, secs: number, extras: Extr
   if (extras.scheduler) lines.push(schedulerMarkdown(extras.scheduler.json as SchedulerBench), '');
   if (extras.layers) lines.push(layersMarkdown(extras.layers.json as LayersBench), '');
   if (extras.eventCost) lines.push(eventCostMarkdown(extras.eventCost.json as EventCostBench), '');
+  if (extras.hotPath) lines.push(hotPathMarkdown(extras.hotPath.json as HotPathBench), '');
   return { md: lines.join('\n'), json: { machine: machine(), rounds, seconds: secs, results: json, extras } };
 }
 
