@@ -65,16 +65,35 @@ export function verdict(base: number[], xs: number[]): string {
   return 'not resolvable here';
 }
 
-/** run_time_ns and run_cnt of the loaded BPF programs, summed by name, for the names wanted (bpftool; kernel.bpf_stats_enabled must be on). */
-export function progStats(names: readonly string[]): Map<string, { ns: number; calls: number }> {
-  const progs = JSON.parse(execFileSync('bpftool', ['prog', 'show', '--json'], { encoding: 'utf8' })) as { name?: string; run_time_ns?: number; run_cnt?: number }[];
+/** run_time_ns and run_cnt of each loaded BPF program named in names, by program id (bpftool; kernel.bpf_stats_enabled must be on). */
+export type ProgSnapshot = Map<number, { name: string; ns: number; calls: number }>;
+
+export function progSnapshot(names: readonly string[]): ProgSnapshot {
+  const progs = JSON.parse(execFileSync('bpftool', ['prog', 'show', '--json'], { encoding: 'utf8' })) as { id: number; name?: string; run_time_ns?: number; run_cnt?: number }[];
+  const m: ProgSnapshot = new Map();
+  for (const p of progs) if (p.name && names.includes(p.name)) m.set(p.id, { name: p.name, ns: p.run_time_ns ?? 0, calls: p.run_cnt ?? 0 });
+  return m;
+}
+
+/**
+ * What the programs spent between two snapshots, summed by name, over the
+ * programs present in both: one loaded or unloaded in between (another run's,
+ * going or coming) would add or take away its whole history.
+ */
+export function progDelta(before: ProgSnapshot, after: ProgSnapshot): Map<string, { ns: number; calls: number }> {
   const m = new Map<string, { ns: number; calls: number }>();
-  for (const p of progs) {
-    if (!p.name || !names.includes(p.name)) continue;
-    const s = m.get(p.name) ?? { ns: 0, calls: 0 };
-    s.ns += p.run_time_ns ?? 0;
-    s.calls += p.run_cnt ?? 0;
-    m.set(p.name, s);
+  for (const [id, a] of after) {
+    const b = before.get(id);
+    if (!b) continue;
+    const s = m.get(a.name) ?? { ns: 0, calls: 0 };
+    s.ns += a.ns - b.ns;
+    s.calls += a.calls - b.calls;
+    m.set(a.name, s);
   }
   return m;
+}
+
+/** run_time_ns and run_cnt of the loaded BPF programs so far, summed by name (for programs that stay loaded). */
+export function progStats(names: readonly string[]): Map<string, { ns: number; calls: number }> {
+  return progDelta(new Map([...progSnapshot(names)].map(([id, p]) => [id, { name: p.name, ns: 0, calls: 0 }])), progSnapshot(names));
 }

@@ -30,7 +30,7 @@ import { run } from '../src/runtime/runtime';
 import { trace } from '../src/tracer/trace';
 import { newRecord } from '../src/kernel/record';
 import { EVENT_BYTES, EVENT_OFF } from '../src/kernel/events';
-import { median, progStats } from './common';
+import { median, progDelta, progSnapshot, type ProgSnapshot } from './common';
 
 const ROOT = path.join(__dirname, '..', '..');
 const CONFIGS = ['propagation', 'events', 'file', 'trace'] as const;
@@ -101,15 +101,15 @@ async function measure(w: Workload, config: Config, dir: string, secs: number): 
   const bin = path.join(dir, w.bin);
   const args = w.bin === 'forkexec' ? [String(secs), out, '0'] : [w.mode!, '64', String(secs), out, '0'];
   const types: Record<string, number> = {};
-  const progs: { before?: ReturnType<typeof progStats>; after?: ReturnType<typeof progStats> } = {};
+  const progs: { before?: ProgSnapshot; after?: ProgSnapshot } = {};
   let cpu0 = process.cpuUsage();
   // Counted from the moment the command runs: the shim's loading is not an event's cost.
   const onStart = () => {
-    progs.before = progStats(PROGRAMS);
+    progs.before = progSnapshot(PROGRAMS);
     cpu0 = process.cpuUsage();
   };
   // Before the run takes its shim down (its programs go with it).
-  const onExit = () => (progs.after = progStats(PROGRAMS));
+  const onExit = () => (progs.after = progSnapshot(PROGRAMS));
   let status: number;
   let events: number;
   let drops = 0;
@@ -143,10 +143,9 @@ async function measure(w: Workload, config: Config, dir: string, secs: number): 
   if (status !== 0 || !after) throw new Error(`${w.bin} under ${config} exited with ${status}`);
   const progNs: Record<string, number> = {};
   const progCalls: Record<string, number> = {};
-  for (const [name, s] of after) {
-    const b = progs.before?.get(name) ?? { ns: 0, calls: 0 };
-    progNs[name] = s.ns - b.ns;
-    progCalls[name] = s.calls - b.calls;
+  for (const [name, d] of progDelta(progs.before ?? new Map(), after)) {
+    progNs[name] = d.ns;
+    progCalls[name] = d.calls;
   }
   return { workload: w.name, config, ops: Number(fs.readFileSync(out, 'utf8')) * secs, events, types, progNs, progCalls, cpuNs: (cpu.user + cpu.system) * 1000, drops };
 }

@@ -26,7 +26,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { run } from '../src/runtime/runtime';
 import { newRecord } from '../src/kernel/record';
-import { median, progStats, withFloor, withOutsideRun } from './common';
+import { median, progDelta, progSnapshot, type ProgSnapshot, withFloor, withOutsideRun } from './common';
 
 const ROOT = path.join(__dirname, '..', '..');
 const CONFIGS = ['baseline', 'floor', 'outside', 'shim'] as const;
@@ -77,14 +77,14 @@ async function measure(bin: string, mode: string, config: Config, secs: number, 
 /** Each program's ns per call and calls per round trip over one run of config (bpf_stats must be on). */
 async function programFigures(bin: string, mode: string, config: 'floor' | 'shim', secs: number, out: string): Promise<ProgFigures> {
   const names = config === 'floor' ? FLOOR_PROGRAMS : SHIM_PROGRAMS;
-  let before = new Map<string, { ns: number; calls: number }>();
-  let after = before;
+  let before: ProgSnapshot = new Map();
+  let after: ProgSnapshot = new Map();
   const args = [mode, '64', String(secs), out, CPU];
   if (config === 'floor')
     await withFloor(async () => {
-      before = progStats(names);
+      before = progSnapshot(names);
       await spawnWait(bin, args);
-      after = progStats(names);
+      after = progSnapshot(names);
     });
   else {
     // The programs are loaded when the command starts, and still loaded when it has exited.
@@ -93,8 +93,8 @@ async function programFigures(bin: string, mode: string, config: 'floor' | 'shim
       args,
       record: newRecord({ sampled: false }),
       summary: false,
-      onStart: () => void (before = progStats(names)),
-      onExit: () => void (after = progStats(names)),
+      onStart: () => void (before = progSnapshot(names)),
+      onExit: () => void (after = progSnapshot(names)),
     });
     if (res.status !== 0) throw new Error(`rtloop under the shim exited with ${res.status}`);
   }
@@ -102,12 +102,7 @@ async function programFigures(bin: string, mode: string, config: 'floor' | 'shim
   const rts = Number(fs.readFileSync(out, 'utf8').split(' ')[1]);
   if (!(rts > 0)) throw new Error(`rtloop ${mode} (${config}) wrote no count`);
   const figures: ProgFigures = {};
-  for (const name of names) {
-    const a = after.get(name);
-    const b = before.get(name) ?? { ns: 0, calls: 0 };
-    if (!a || a.calls === b.calls) continue;
-    figures[name] = { nsPerCall: (a.ns - b.ns) / (a.calls - b.calls), callsPerRt: (a.calls - b.calls) / rts };
-  }
+  for (const [name, d] of progDelta(before, after)) if (d.calls) figures[name] = { nsPerCall: d.ns / d.calls, callsPerRt: d.calls / rts };
   return figures;
 }
 

@@ -32,6 +32,23 @@ const volatile __u16 cw_opt_exid = 0xc5a7;	/* its ExID */
 const volatile bool cw_follow_tracked = false;
 
 /*
+ * scripts/hot-path-steps.sh builds the shim with CW_PROFILE_STOP=N to measure
+ * what each step of a pipe's or UNIX socket's write (sys_enter, sys_exit)
+ * and read (sys_exit) costs: they return after step N. Every real build has
+ * 0, and the compiler drops the checks.
+ *   1 the syscall number   2 the thread's task storage
+ *   3 the fd table          4 the channel's entry in chans
+ */
+#ifndef CW_PROFILE_STOP
+#define CW_PROFILE_STOP 0
+#endif
+#define PROFILE_STOP(n, ...)                          \
+	do {                                          \
+		if (CW_PROFILE_STOP == (n))           \
+			return __VA_ARGS__;           \
+	} while (0)
+
+/*
  * The run's cgroup, by file descriptor: the kernel compares cgroups, not ids
  * and depths that a cgroup namespace or mount would shift.
  */
@@ -211,53 +228,17 @@ static __always_inline struct cw_task *task_state(void)
 	return task_state_of(bpf_get_current_task_btf());
 }
 
-/* Syscalls that read from their first argument: handled at exit only. */
-static __always_inline bool read_syscall(long id)
-{
-	switch (id) {
-	case CW_NR_read:
-	case CW_NR_readv:
-	case CW_NR_preadv2:
-	case CW_NR_recvfrom:
-	case CW_NR_recvmsg:
-	case CW_NR_recvmmsg:
-		return true;
-	default:
-		return false;
-	}
-}
-
-/* Syscalls that write (or, for vmsplice, may read): prepared at enter. */
-static __always_inline bool write_syscall(long id)
-{
-	switch (id) {
-	case CW_NR_write:
-	case CW_NR_writev:
-	case CW_NR_pwritev2:
-	case CW_NR_vmsplice:
-	case CW_NR_sendfile:
-	case CW_NR_sendto:
-	case CW_NR_sendmsg:
-	case CW_NR_sendmmsg:
-	case CW_NR_splice:
-	case CW_NR_tee:
-		return true;
-	default:
-		return false;
-	}
-}
-
 static __always_inline bool is_pipe(__u32 kind)
 {
 	return kind == CW_CHAN_PIPE || kind == CW_CHAN_FIFO;
 }
 
 /* splice(in, off, out, off, len, flags) and tee(in, out, len, flags), between pipes. */
-static __always_inline void splice_enter(struct cw_task *t, struct pt_regs *regs, long id)
+static __always_inline void splice_enter(struct task_struct *task, struct cw_task *t, struct pt_regs *regs, long id)
 {
 	struct cw_io in = {}, out = {};
-	bool has_in = is_pipe(fd_resolve(CW_ARG1(regs), false, &in));
-	__u32 okind = fd_resolve(id == CW_NR_tee ? CW_ARG2(regs) : CW_ARG3(regs), true, &out);
+	bool has_in = is_pipe(fd_resolve(task, CW_ARG1(regs), false, &in));
+	__u32 okind = fd_resolve(task, id == CW_NR_tee ? CW_ARG2(regs) : CW_ARG3(regs), true, &out);
 	bool has_out = is_pipe(okind);
 
 	if (!has_in && !has_out)
@@ -306,7 +287,7 @@ SEC("tp_btf/sys_enter")
 int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
 {
 	struct task_struct *task;
-	struct cw_io io = {};
+	struct cw_io io;
 	struct cw_chan *ch;
 	struct cw_task *t;
 	__u64 adv = 0;
@@ -317,19 +298,24 @@ int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
 			sched_idle(CW_ARG1(regs));
 		return 0;
 	}
+	PROFILE_STOP(1, 0);
 	task = bpf_get_current_task_btf();
 	t = task_state_of(task);
 	if (!t)
 		return 0;
+	PROFILE_STOP(2, 0);
 	sdk_sync(t);
 	if (id == CW_NR_splice || id == CW_NR_tee) {
-		splice_enter(t, regs, id);
+		splice_enter(task, t, regs, id);
 		return 0;
 	}
+	/* Zeroed here, not at the program's start: every other syscall returns above. */
+	__builtin_memset(&io, 0, sizeof(io));
 	/* sendfile(out_fd, in_fd, ...) writes to out_fd; the others' first argument is the fd. */
-	kind = fd_resolve(CW_ARG1(regs), true, &io);
+	kind = fd_resolve(task, CW_ARG1(regs), true, &io);
 	if (kind == CW_CHAN_NONE)
 		return 0;
+	PROFILE_STOP(3, 0);
 	if (id == CW_NR_vmsplice && !io.writable) {	/* vmsplice(2) on a read end reads */
 		t->in = io.key;
 		t->out.id = 0;
@@ -344,6 +330,7 @@ int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
 	ch = chan_get(&io, kind);
 	if (!ch)
 		return 0;
+	PROFILE_STOP(4, 0);
 	/*
 	 * Reserve now what the call says it writes, so that its exit needs no
 	 * lookup and a writer racing on another CPU reserves after it. Other
@@ -407,22 +394,28 @@ static __always_inline void tcp_mint(struct cw_chan *ch, __u64 start)
 /* After a read-family syscall that returned ret, on a pipe, FIFO or UNIX socket. */
 static __always_inline void read_exit(struct pt_regs *regs, long id, long ret)
 {
-	struct cw_io io = {};
+	struct task_struct *task;
+	struct cw_io io;
 	struct cw_chan *ch;
 	struct cw_task *t;
 	__u64 units, rd0;
 	bool peek;
 	__u32 kind;
 
+	PROFILE_STOP(1);
 	if (ret < 0)
 		return;
-	t = task_state();
+	task = bpf_get_current_task_btf();
+	t = task_state_of(task);
 	if (!t)
 		return;
+	PROFILE_STOP(2);
+	__builtin_memset(&io, 0, sizeof(io));
 	/* Resolved after the read: a read that blocked before the channel's first tracked write counts. */
-	kind = fd_resolve(CW_ARG1(regs), false, &io);
+	kind = fd_resolve(task, CW_ARG1(regs), false, &io);
 	if (kind == CW_CHAN_NONE || kind == CW_CHAN_TCP)
 		return;	/* TCP: handle_sock_recv */
+	PROFILE_STOP(3);
 	if (io.msgs)
 		units = id == CW_NR_recvmmsg ? ret : 1;	/* a datagram, even an empty one */
 	else
@@ -435,6 +428,7 @@ static __always_inline void read_exit(struct pt_regs *regs, long id, long ret)
 	ch = chan_get(&io, kind);
 	if (!ch)
 		return;
+	PROFILE_STOP(4);
 	rd0 = peek ? ch->rd : __sync_fetch_and_add(&ch->rd, units);
 	chan_read(t, ch, rd0, units);
 }
@@ -512,6 +506,7 @@ int BPF_PROG(handle_exit, struct pt_regs *regs, long ret)
 	}
 	if (!write_syscall(id))
 		return 0;
+	PROFILE_STOP(1, 0);
 	t = task_state();
 	if (!t || !t->op)
 		return 0;

@@ -31,4 +31,40 @@
 #error "causeway: syscall numbers are defined for x86_64 only (build with -D__TARGET_ARCH_x86)"
 #endif
 
+/* Syscalls that read from their first argument: handled at exit only. */
+static __always_inline bool read_syscall(long id)
+{
+	switch (id) {
+	case CW_NR_read:
+	case CW_NR_readv:
+	case CW_NR_preadv2:
+	case CW_NR_recvfrom:
+	case CW_NR_recvmsg:
+	case CW_NR_recvmmsg:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Syscalls that write (or, for vmsplice, may read): prepared at enter. */
+static __always_inline bool write_syscall(long id)
+{
+	switch (id) {
+	case CW_NR_write:
+	case CW_NR_writev:
+	case CW_NR_pwritev2:
+	case CW_NR_vmsplice:
+	case CW_NR_sendfile:
+	case CW_NR_sendto:
+	case CW_NR_sendmsg:
+	case CW_NR_sendmmsg:
+	case CW_NR_splice:
+	case CW_NR_tee:
+		return true;
+	default:
+		return false;
+	}
+}
+
 #endif /* CW_SYSCALLS_BPF_H */

@@ -86,15 +86,15 @@ static __always_inline void unix_early_key(struct sock *recv, struct cw_chan_key
 }
 
 /*
- * Resolves fd for data that the current thread writes (write=true) or reads.
+ * Resolves fd of task (the current thread) for data that it writes
+ * (write=true) or reads.
  * Returns the channel kind, or CW_CHAN_NONE if the shim does not follow it.
  * TCP is only recognised here: its hooks (tcp_sendmsg_locked,
  * sock_recv_length) are handed the socket itself. Every load is a plain BTF
  * or untrusted load (bpf_rdonly_cast), no helper call.
  */
-static __always_inline __u32 fd_resolve(int fd, bool write, struct cw_io *io)
+static __always_inline __u32 fd_resolve(struct task_struct *task, int fd, bool write, struct cw_io *io)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct fdtable *fdt = task->files->fdt;
 	struct file **fds;
 	struct file *file;
