@@ -1,7 +1,8 @@
 /**
  * What causeway costs in memory, measured:
- *   - kernel memory per tracked thread, per pipe in use and per TCP connection
- *     in use: `causeway run` (the CLI, which is run()) traces bench/memory_load.c
+ *   - kernel memory per tracked thread (task storage), per pipe in use (an
+ *     element of chans) and per TCP connection in use (socket storage on both
+ *     ends): `causeway run` (the CLI, which is run()) traces bench/memory_load.c
  *     while it makes N of each; the growth of the kernel memory charged to the
  *     runtime's memory cgroup (the maps' owner: BPF map memory, elements
  *     included, is charged to the cgroup that created the map) divided by N,
@@ -53,8 +54,8 @@ interface Snapshot {
   rssKiB: number;
   hwmKiB: number;
   maps: MapInfo[];
-  /** Keys held by chans and tcp_chans (counted with BPF_MAP_GET_NEXT_KEY). */
-  entries: { chans: number | null; tcp_chans: number | null };
+  /** Keys held by chans (counted with BPF_MAP_GET_NEXT_KEY). */
+  entries: { chans: number | null };
 }
 
 interface RunReport {
@@ -171,7 +172,7 @@ function makeMemcgs(): Memcgs | null {
   return null;
 }
 
-const MAP_TYPES: Record<number, string> = { 1: 'hash', 2: 'array', 6: 'percpu_array', 9: 'lru_hash', 11: 'lpm_trie', 13: 'hash_of_maps', 27: 'ringbuf', 29: 'task_storage' };
+const MAP_TYPES: Record<number, string> = { 1: 'hash', 2: 'array', 6: 'percpu_array', 9: 'lru_hash', 11: 'lpm_trie', 13: 'hash_of_maps', 24: 'sk_storage', 27: 'ringbuf', 29: 'task_storage' };
 
 /** Map names by id, from bpftool; empty if bpftool is missing. */
 function mapNames(): Map<number, string> {
@@ -202,7 +203,7 @@ function processMaps(pid: number, names: Map<number, string>): MapInfo[] {
       if (m) f[m[1]] = Number(m[2]);
     }
     const id = f.map_id;
-    const fallback = f.map_type === 29 ? 'tasks' : f.map_type === 9 ? (f.key_size === 16 ? 'chans' : 'tcp_chans') : f.map_type === 27 ? 'events' : `${MAP_TYPES[f.map_type] ?? f.map_type}#${id}`;
+    const fallback = f.map_type === 29 ? 'tasks' : f.map_type === 1 && f.value_size > 1024 ? 'chans' : f.map_type === 27 ? 'events' : `${MAP_TYPES[f.map_type] ?? f.map_type}#${id}`;
     maps.set(id, {
       id,
       name: names.get(id) ?? fallback,
@@ -339,7 +340,7 @@ async function measureLoad(bin: string, cgs: Memcgs | null, load: RunReport['loa
         kmem: cgs ? cgs.kmem(cgs.rt) : null,
         ...status(session.pid),
         maps,
-        entries: { chans: count(maps, 'chans'), tcp_chans: count(maps, 'tcp_chans') },
+        entries: { chans: count(maps, 'chans') },
       };
     } catch (err) {
       throw session.lost(err);
@@ -432,20 +433,23 @@ function report(runs: RunReport[], memcg: 'v1' | 'v2' | null) {
   const k = kernelSizes();
   const byLoad = (load: RunReport['load'], events = false) => runs.find((r) => r.load === load && r.events === events)!;
   const mapOf = (s: Snapshot, name: string) => s.maps.find((m) => m.name === name);
+  // The memlock of one map, or of several joined by " + ".
+  const memlockOf = (s: Snapshot, names: string): number | null => {
+    const ms = names.split(' + ').map((n) => mapOf(s, n));
+    return ms.every((m) => m) ? ms.reduce((a, m) => a + m!.memlock, 0) : null;
+  };
   const perElement = (r: RunReport) => (r.base.kmem === null || r.ready.kmem === null ? null : (r.ready.kmem - r.base.kmem) / r.n);
 
   // What the structs predict per element.
   const selem = k.bpf_local_storage_elem !== null ? k.bpf_local_storage_elem + layout.task : null;
   const threadTheory = selem !== null && k.bpf_local_storage !== null ? slabClass(selem) + slabClass(k.bpf_local_storage) : null;
   const base = byLoad('threads').base;
-  const lru = (name: string) => {
-    const m = mapOf(base, name);
-    const elem = m && k.htab_elem !== null ? k.htab_elem + round8(m.keySize) + round8(m.valueSize) : null;
-    // Preallocated elements and the buckets (a power of two of them, at least max_entries).
-    const buckets = m && k.bucket !== null ? k.bucket * 2 ** Math.ceil(Math.log2(m.maxEntries)) : null;
-    const prealloc = elem !== null && buckets !== null && m ? elem * m.maxEntries + buckets : null;
-    return { maxEntries: m?.maxEntries ?? null, keySize: m?.keySize ?? null, elemBytes: elem, predictedBytes: prealloc, memlock: m?.memlock ?? null };
-  };
+  // chans: a hash without preallocation, an element per channel as it appears (freed by the sweep).
+  const chansMap = mapOf(base, 'chans');
+  const chanElem = chansMap && k.htab_elem !== null ? k.htab_elem + round8(chansMap.keySize) + round8(chansMap.valueSize) : null;
+  // TCP: socket-local storage, one element on each socket that carried a tracked byte, freed with the socket.
+  const skElem = k.bpf_local_storage_elem !== null ? k.bpf_local_storage_elem + layout.chan : null;
+  const connTheory = skElem !== null && k.bpf_local_storage !== null ? 2 * (slabClass(skElem) + slabClass(k.bpf_local_storage)) : null;
   const elements = [
     {
       what: 'tracked thread',
@@ -458,8 +462,28 @@ function report(runs: RunReport[], memcg: 'v1' | 'v2' | null) {
           ? `${selem} B element (${layout.task} value + ${k.bpf_local_storage_elem} header) in a ${slabClass(selem)} B object + ${k.bpf_local_storage} B bpf_local_storage in ${slabClass(k.bpf_local_storage!)} B = ${threadTheory} B, grows per thread`
           : `${layout.task} B value + kernel headers, grows per thread`,
     },
-    { what: 'pipe in use', map: 'chans', run: byLoad('pipes'), valueBytes: layout.chan, theory: 0, theoryText: `0: preallocated (${lru('chans').elemBytes ?? '?'} B an entry)` },
-    { what: 'TCP connection (one direction written)', map: 'tcp_chans', run: byLoad('tcp'), valueBytes: layout.chan, theory: 0, theoryText: `0: preallocated (${lru('tcp_chans').elemBytes ?? '?'} B an entry)` },
+    {
+      what: 'pipe in use',
+      map: 'chans',
+      run: byLoad('pipes'),
+      valueBytes: layout.chan,
+      theory: chanElem !== null ? slabClass(chanElem) : null,
+      theoryText:
+        chanElem !== null
+          ? `${chanElem} B element (${k.htab_elem} header + ${round8(chansMap!.keySize)} key + ${round8(chansMap!.valueSize)} value) in a ${slabClass(chanElem)} B object, made with the channel`
+          : `${layout.chan} B value + kernel headers, made with the channel`,
+    },
+    {
+      what: 'TCP connection (one direction written)',
+      map: 'sk_out + sk_in',
+      run: byLoad('tcp'),
+      valueBytes: layout.chan,
+      theory: connTheory,
+      theoryText:
+        skElem !== null && connTheory !== null
+          ? `two sockets (the writer's sk_out, the reader's sk_in), each ${skElem} B element (${layout.chan} value + ${k.bpf_local_storage_elem} header) in a ${slabClass(skElem)} B object + ${k.bpf_local_storage} B bpf_local_storage in ${slabClass(k.bpf_local_storage!)} B = ${connTheory} B, freed with the sockets`
+          : `two socket storage elements of ${layout.chan} B + kernel headers`,
+    },
   ].map((e) => ({
     what: e.what,
     map: e.map,
@@ -468,12 +492,14 @@ function report(runs: RunReport[], memcg: 'v1' | 'v2' | null) {
     valueBytes: e.valueBytes,
     theoryBytesPerElement: e.theory,
     theory: e.theoryText,
-    memlockBefore: mapOf(e.run.base, e.map)?.memlock ?? null,
-    memlockWith: mapOf(e.run.ready, e.map)?.memlock ?? null,
-    entriesBefore: e.map === 'tasks' ? null : e.run.base.entries[e.map as 'chans' | 'tcp_chans'],
-    entriesWith: e.map === 'tasks' ? null : e.run.ready.entries[e.map as 'chans' | 'tcp_chans'],
+    memlockBefore: memlockOf(e.run.base, e.map),
+    memlockWith: memlockOf(e.run.ready, e.map),
+    entriesBefore: e.map === 'chans' ? e.run.base.entries.chans : null,
+    entriesWith: e.map === 'chans' ? e.run.ready.entries.chans : null,
     kernelReleasedAfterClose: e.run.ready.kmem !== null && e.run.closed.kmem !== null ? e.run.ready.kmem - e.run.closed.kmem : null,
   }));
+  const pipes = elements.find((e) => e.map === 'chans')!;
+  const pipeMemlock = pipes.memlockBefore !== null && pipes.memlockWith !== null ? (pipes.memlockWith - pipes.memlockBefore) / pipes.n : null;
   const perText = (x: number | null, n: number) => (x === null ? '-' : `${Math.abs(x) < 0.5 ? 0 : x.toFixed(0)} B (${x * n >= 0 ? '+' : '-'}${kib(Math.abs(x * n))} for ${n})`);
   const fixed = base.maps.map((m) => ({ name: m.name, type: MAP_TYPES[m.type] ?? String(m.type), maxEntries: m.maxEntries, valueSize: m.valueSize, memlock: m.memlock }));
   const totalMemlock = (s: Snapshot) => s.maps.reduce((a, m) => a + m.memlock, 0);
@@ -489,7 +515,6 @@ function report(runs: RunReport[], memcg: 'v1' | 'v2' | null) {
       kernelStart: r.base.kmem,
       kernelOpen: r.ready.kmem,
       mapsMemlockOpen: totalMemlock(r.ready),
-      tcpChansEntriesOpen: r.ready.entries.tcp_chans,
       summary: r.summary,
     }));
 
@@ -505,22 +530,22 @@ function report(runs: RunReport[], memcg: 'v1' | 'v2' | null) {
         `| ${e.what} | ${e.map} | ${e.n} | ${perText(e.measuredBytesPerElement, e.n)} | ${e.valueBytes} B | ${e.theory} | ${e.memlockBefore ?? '?'} -> ${e.memlockWith ?? '?'} B | ${e.entriesBefore ?? '-'} -> ${e.entriesWith ?? '-'} |`,
     ),
     '',
-    `Task storage memlock counts its buckets only, so its growth shows in the charged memory, not in memlock. chans and tcp_chans are LRU hashes preallocated at load (${lru('chans').maxEntries} entries each): their cost is fixed, and a channel takes a free entry (evicting the least recently used one when none is left); predicted ${['chans', 'tcp_chans'].map((n) => `${n} ${lru(n).maxEntries} x ${lru(n).elemBytes ?? '?'} B + buckets = ${lru(n).predictedBytes ?? '?'} B (memlock ${lru(n).memlock ?? '?'} B)`).join(', ')}.`,
+    `Task and socket storage memlock counts buckets only, so their growth shows in the charged memory alone; chans (a hash of at most ${chansMap?.maxEntries ?? '?'} channels, no preallocation) counts its elements alive too: ${pipeMemlock === null ? '?' : `${pipeMemlock.toFixed(0)} B`} more per pipe in use, the rest of the charged growth per pipe being other kernel memory charged to the runtime meanwhile. chans' elements are made with each pipe, FIFO or UNIX socket channel and deleted by the runtime's sweep once no process of the run holds the object; a TCP channel lives in the storage of its sockets and goes with them.`,
     `Fixed at load, per run (memlock): ${fixed.map((m) => `${m.name} ${m.type === 'ringbuf' || m.memlock >= 1 << 20 ? mib(m.memlock) : kib(m.memlock)}`).join(', ')}; total ${mib(totalMemlock(base))}.`,
     '',
     `The runtime (the \`causeway run\` process) with ${rss[0]?.connections ?? '?'} loopback TCP connections open, client and server both traced, 8 bytes sent on each:`,
     '',
-    '| configuration | RSS, shim loaded, 0 connections | RSS, connections open | RSS after they closed | peak RSS (VmHWM) | kernel memory charged to causeway (its maps and its own), open | maps memlock | tcp_chans entries |',
-    '|---|---|---|---|---|---|---|---|',
+    '| configuration | RSS, shim loaded, 0 connections | RSS, connections open | RSS after they closed | peak RSS (VmHWM) | kernel memory charged to causeway (its maps and its own), open | maps memlock |',
+    '|---|---|---|---|---|---|---|',
     ...rss.map(
       (r) =>
-        `| ${r.configuration} | ${mib(r.rssStartKiB * 1024)} | ${mib(r.rssOpenKiB * 1024)} | ${mib(r.rssAfterCloseKiB * 1024)} | ${mib(r.peakKiB * 1024)} | ${r.kernelOpen === null || r.kernelStart === null ? '-' : `${mib(r.kernelOpen)} (${r.kernelOpen >= r.kernelStart ? '+' : '-'}${kib(Math.abs(r.kernelOpen - r.kernelStart))} over 0 connections)`} | ${mib(r.mapsMemlockOpen)} | ${r.tcpChansEntriesOpen ?? '-'} |`,
+        `| ${r.configuration} | ${mib(r.rssStartKiB * 1024)} | ${mib(r.rssOpenKiB * 1024)} | ${mib(r.rssAfterCloseKiB * 1024)} | ${mib(r.peakKiB * 1024)} | ${r.kernelOpen === null || r.kernelStart === null ? '-' : `${mib(r.kernelOpen)} (${r.kernelOpen >= r.kernelStart ? '+' : '-'}${kib(Math.abs(r.kernelOpen - r.kernelStart))} over 0 connections)`} | ${mib(r.mapsMemlockOpen)} |`,
     ),
     '',
   ];
   return {
     md: md.join('\n'),
-    json: { memcg, layout, kernelStructs: k, elements, lru: { chans: lru('chans'), tcp_chans: lru('tcp_chans') }, fixed, rss, runs },
+    json: { memcg, layout, kernelStructs: k, elements, chans: { maxEntries: chansMap?.maxEntries ?? null, elemBytes: chanElem }, fixed, rss, runs },
   };
 }
 
