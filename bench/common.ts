@@ -1,6 +1,7 @@
 /** What every benchmark report needs: medians, the machine it ran on, the floor and outside configurations, the programs' own accounting. */
 import os from 'node:os';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { Floor } from '../src/kernel/shim';
 import { run } from '../src/runtime/runtime';
 
@@ -13,6 +14,13 @@ export function median(xs: number[]): number {
 export function machine(): string {
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   return `${cpu}, ${os.cpus().length} CPUs, Linux ${os.release()}, Node ${process.version}`;
+}
+
+/** Runs cmd with the benchmark's stdio; rejects unless it exits 0. */
+export async function spawnWait(cmd: string, args: string[]): Promise<void> {
+  const child = spawn(cmd, args, { stdio: 'inherit' });
+  const [code] = (await once(child, 'exit')) as [number | null];
+  if (code !== 0) throw new Error(`${cmd} exited with ${code}`);
 }
 
 /** The floor configuration: f() runs while the shim's hooks are attached with programs that return at once. */

@@ -13,9 +13,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { median, progDelta, progSnapshot, type ProgSnapshot, withFloor } from './common';
+import { median, progDelta, progSnapshot, type ProgSnapshot, spawnWait, withFloor } from './common';
 
 const MODES = ['pipe', 'unix'] as const;
 const SHIM = ['handle_enter', 'handle_exit', 'handle_sock_recv'];
@@ -23,12 +21,6 @@ const FLOOR = ['floor_enter', 'floor_exit', 'floor_sock_recv'];
 const SECS = 1.5;
 
 type RunFn = (opts: Record<string, unknown>) => Promise<{ status: number }>;
-
-async function spawnWait(cmd: string, args: string[]): Promise<void> {
-  const child = spawn(cmd, args, { stdio: 'inherit' });
-  const [code] = (await once(child, 'exit')) as [number | null];
-  if (code !== 0) throw new Error(`${cmd} exited with ${code}`);
-}
 
 /** ns the programs spent between two snapshots. */
 const spent = (before: ProgSnapshot, after: ProgSnapshot) => [...progDelta(before, after).values()].reduce((a, s) => a + s.ns, 0);

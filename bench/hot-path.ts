@@ -22,11 +22,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { execFileSync, spawn } from 'node:child_process';
-import { once } from 'node:events';
+import { execFileSync } from 'node:child_process';
 import { run } from '../src/runtime/runtime';
 import { newRecord } from '../src/kernel/record';
-import { median, progDelta, progSnapshot, type ProgSnapshot, withFloor, withOutsideRun } from './common';
+import { median, progDelta, progSnapshot, type ProgSnapshot, spawnWait, withFloor, withOutsideRun } from './common';
 
 const ROOT = path.join(__dirname, '..', '..');
 const CONFIGS = ['baseline', 'floor', 'outside', 'shim'] as const;
@@ -50,12 +49,6 @@ export interface HotPathBench {
   programs: Record<string, { floor: ProgFigures; shim: ProgFigures }>;
 }
 type ProgFigures = Record<string, { nsPerCall: number; callsPerRt: number }>;
-
-async function spawnWait(cmd: string, args: string[]): Promise<void> {
-  const child = spawn(cmd, args, { stdio: 'inherit' });
-  const [code] = (await once(child, 'exit')) as [number | null];
-  if (code !== 0) throw new Error(`${cmd} exited with ${code}`);
-}
 
 /** ns per round trip of one rtloop run in one configuration. */
 async function measure(bin: string, mode: string, config: Config, secs: number, out: string): Promise<number> {

@@ -53,7 +53,7 @@ import { benchScheduler, schedulerMarkdown, SchedulerBench } from './scheduler';
 import { benchLayers, layersMarkdown, LayersBench } from './layers';
 import { benchEventCost, eventCostMarkdown, EventCostBench } from './event-cost';
 import { benchHotPath, hotPathMarkdown, HotPathBench } from './hot-path';
-import { median, machine, withFloor, withOutsideRun } from './common';
+import { median, machine, spawnWait, withFloor, withOutsideRun } from './common';
 
 const ROOT = path.join(__dirname, '..', '..');
 const CONFIGS = ['baseline', 'floor', 'outside', 'shim', 'events', 'trace'] as const;
@@ -118,12 +118,6 @@ interface Sample {
 function compile(dir: string): string {
   for (const prog of ['pingpong', 'forkexec']) execFileSync('cc', ['-O2', '-o', path.join(dir, prog), path.join(ROOT, 'bench', `${prog}.c`)]);
   return path.join(dir, 'pingpong');
-}
-
-async function spawnWait(cmd: string, args: string[]): Promise<void> {
-  const child = spawn(cmd, args, { stdio: 'inherit' });
-  const [code] = (await once(child, 'exit')) as [number | null];
-  if (code !== 0) throw new Error(`${cmd} exited with ${code}`);
 }
 
 async function measure(config: ConfigName, pingpong: string, b: Bench, secs: number, out: string, tcpns: TcpnsRun[]): Promise<number> {

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "causeway build: bpf" >&2
-make -s -C bpf
+# A real build: CW_BPF_CFLAGS is for scripts/hot-path-steps.sh's profiling builds only.
+CW_BPF_CFLAGS= make -s -C bpf
 echo "causeway build: addon" >&2
 npx --no-install node-gyp rebuild --silent >/dev/null
 echo "causeway build: typescript" >&2

@@ -17,7 +17,7 @@ for n in 1 2 3 4; do
   tar -C "$root" --exclude=./node_modules --exclude=./.git --exclude=./build -cf - . | tar -C "$d" -xf -
   ln -s "$root/node_modules" "$d/node_modules"
   echo "hot-path-steps: building CW_PROFILE_STOP=$n" >&2
-  make -s -C "$d/bpf" -B EXTRA_CFLAGS=-DCW_PROFILE_STOP=$n .output/shim.skel.h
+  make -s -C "$d/bpf" -B CW_BPF_CFLAGS=-DCW_PROFILE_STOP=$n .output/shim.skel.h
   (cd "$d" && npx --no-install node-gyp rebuild --silent >/dev/null)
   specs+=("${labels[$n]}=$d")
 done
