@@ -31,6 +31,7 @@
 #include "process.h"
 #include "sched.h"
 #include "sdk.h"
+#include "signals.h"
 #include "floor.skel.h"
 #include "shim.skel.h"
 
@@ -111,7 +112,11 @@ class Shim : public Napi::ObjectWrap<Shim> {
     if (kind == "floor") {
       floor_ = cw_floor::open();
       if (floor_ == nullptr) Fail(env, errno, "open the floor programs", log.log);
-      if ((err = cw_floor::load(floor_)) != 0) Fail(env, err, "load the floor programs", log.log);
+      {
+        SignalsHeld held;
+        err = cw_floor::load(floor_);
+      }
+      if (err != 0) Fail(env, err, "load the floor programs", log.log);
       if ((err = cw_floor::attach(floor_)) != 0) Fail(env, err, "attach the floor programs", log.log);
       return;
     }
@@ -133,7 +138,11 @@ class Shim : public Napi::ObjectWrap<Shim> {
       Fail(env, err, "size the channel table", log.log);
     // Run on demand only (enableExistingTcp), never attached with the rest.
     bpf_program__set_autoattach(shim_->progs.enable_existing_tcp, false);
-    if ((err = cw_shim::load(shim_)) != 0) Fail(env, err, "load the shim", log.log);
+    {
+      SignalsHeld held;
+      err = cw_shim::load(shim_);
+    }
+    if (err != 0) Fail(env, err, "load the shim", log.log);
 
     // The run's cgroup, by fd: scopes the fork hook and carries the sockops program.
     std::string cgroup = opts.Get("cgroupPath").As<Napi::String>();

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "layers.skel.h"
+#include "signals.h"
 
 namespace {
 
@@ -71,7 +72,11 @@ class Layers : public Napi::ObjectWrap<Layers> {
     if (skel_ == nullptr) Throw(env, errno, "open the layer programs");
     skel_->rodata->cw_opt_kind = opts.Get("optKind").As<Napi::Number>().Uint32Value();
     skel_->rodata->cw_opt_exid = opts.Get("optExid").As<Napi::Number>().Uint32Value();
-    int err = cw_layers::load(skel_);
+    int err;
+    {
+      SignalsHeld held;
+      err = cw_layers::load(skel_);
+    }
     if (err) {
       cw_layers::destroy(skel_);
       skel_ = nullptr;

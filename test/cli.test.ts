@@ -1,7 +1,8 @@
 import t from 'tap';
+import fs from 'node:fs';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
-import { BIN, ROOT, bpfUnavailable, causeway, Result } from './helpers';
+import { BIN, ROOT, bpfUnavailable, causeway, Result, runCommand, tmpdir } from './helpers';
 
 const skip = bpfUnavailable();
 
@@ -21,6 +22,17 @@ t.test('the exit status is the command\'s', { skip: skip ?? false }, async (t) =
   t.equal((await causeway(['run', '--', 'sh', '-c', 'exit 7'])).status, 7);
   t.equal((await causeway(['run', '--', 'true'])).status, 0);
   t.equal((await causeway(['run', '--', 'sh', '-c', 'kill -TERM $$'])).status, 128 + 15, 'a signal is 128 + its number');
+});
+
+t.test('the shim loads in a process signalled every millisecond (node --cpu-prof)', { skip: skip ?? false }, async (t) => {
+  // The verifier gives up with EAGAIN on a pending signal, and V8's profiler sends SIGPROF every millisecond:
+  // without the signals held during the load, every attempt of libbpf's failed.
+  const dir = tmpdir(t);
+  const r = await runCommand(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, BIN, 'run', '--', 'sh', '-c', 'echo hi | cat']);
+  t.equal(r.status, 0, `loaded and ran:\n${r.stderr}`);
+  t.equal(r.stdout, 'hi\n');
+  t.match(r.stderr, /causeway: 0 events, [1-9]\d* sends and [1-9]\d* receives carried records, 0 dropped/, 'the shim followed the pipe');
+  t.ok(fs.readdirSync(dir).some((f) => f.endsWith('.cpuprofile')), 'the profiler ran');
 });
 
 t.test('a missing command gives 127 with a clear message', { skip: skip ?? false }, async (t) => {
