@@ -399,6 +399,29 @@ t.test("the writer's queue is bounded: while the database is busy, what does not
   store.close();
 });
 
+t.test("the writer gathers what arrives into one transaction: over commitMs, at once past txEvents, and at close", { skip: skip ?? false }, async (t) => {
+  const db = path.join(tmpdir(t), 'group.db');
+  const batch = (await someEvents(1000)).subarray(0, 1000 * EVENT_BYTES);
+  const store = TraceStore.open(db);
+  const runId = store.beginRun('group', 'h');
+  const writer = new TraceWriter({ db, run: runId, host: 'h', commitMs: 600_000, txEvents: 3000 });
+  await writer.ready;
+  writer.push(batch, OFFSET);
+  writer.push(batch, OFFSET);
+  await new Promise((r) => setTimeout(r, 500));
+  t.same({ stored: writer.stats.stored, queued: writer.queued().events, inDb: store.count().events }, { stored: 0, queued: 2000, inDb: 0 }, 'two batches wait for the window (10 minutes here)');
+  writer.push(batch, OFFSET);
+  const t0 = Date.now();
+  while (writer.stats.stored < 3000 && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 20));
+  t.equal(writer.stats.stored, 3000, 'the third makes txEvents: the three are stored at once');
+  t.equal(store.count().events, 3000, 'and are in the database');
+  writer.push(batch, OFFSET);
+  const stats = await writer.close();
+  t.same({ stored: stats.stored, dropped: stats.dropped, failed: stats.failed }, { stored: 4000, dropped: 0, failed: 0 }, 'close stores what waits without waiting for the window');
+  t.equal(store.count().events, 4000);
+  store.close();
+});
+
 t.test("a trace whose store falls behind names its drops and still stores what it took", { skip: skip ?? false }, async (t) => {
   const { trace } = await import('../src/tracer/trace');
   const db = path.join(tmpdir(t), 'behind.db');
