@@ -197,14 +197,17 @@ class Shim : public Napi::ObjectWrap<Shim> {
     if (shim_ == nullptr) throw Napi::Error::New(env, floor_ ? "the floor has no maps" : "the shim was destroyed");
   }
 
-  // startEvents(onBatch): a reader thread delivers Buffers of whole struct
-  // cw_event; onBatch(null) marks the end after stopEvents().
+  // startEvents(onBatch, pollMs): a reader thread delivers Buffers of whole
+  // struct cw_event, at most pollMs after they were written unless the ring
+  // fills first; onBatch(null) marks the end after stopEvents().
   Napi::Value StartEvents(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     RequireShim(env);
     if (reader_) throw Napi::Error::New(env, "events are already being read");
+    int poll_ms = info[1].As<Napi::Number>().Int32Value();
+    if (poll_ms < 1 || poll_ms > 10000) throw Napi::RangeError::New(env, "pollMs must be 1 to 10000");
     reader_ = std::make_unique<EventReader>(env, bpf_map__fd(shim_->maps.events), info[0].As<Napi::Function>(),
-                                            sizeof(struct cw_event));
+                                            sizeof(struct cw_event), poll_ms);
     return env.Undefined();
   }
 

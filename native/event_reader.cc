@@ -2,13 +2,15 @@
 
 #include <bpf/libbpf.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <string>
 
 namespace {
 
-constexpr int kPollMs = 20;            // latency bound: the shim wakes us only on backlog
+constexpr int kStopCheckMs = 50;       // the longest the thread blocks: how soon it sees a stop
 constexpr size_t kBatchEvents = 2048;  // events per delivery to JS
 constexpr size_t kQueuedBatches = 64;  // then the reader blocks and the ring absorbs bursts
 
@@ -44,8 +46,8 @@ void BatchPool::Give(std::unique_ptr<std::vector<uint8_t>> buf) {
   if (free_.size() < kKept) free_.push_back(std::move(buf));
 }
 
-EventReader::EventReader(Napi::Env env, int ringbuf_fd, Napi::Function on_batch, size_t event_size)
-    : event_size_(event_size) {
+EventReader::EventReader(Napi::Env env, int ringbuf_fd, Napi::Function on_batch, size_t event_size, int poll_ms)
+    : event_size_(event_size), poll_ms_(poll_ms) {
   rb_ = ring_buffer__new(ringbuf_fd, HandleEvent, this, nullptr);
   if (rb_ == nullptr) {
     int err = errno;
@@ -103,13 +105,22 @@ void EventReader::Flush() {
 }
 
 void EventReader::Run() {
+  using Clock = std::chrono::steady_clock;
+  auto flushed = Clock::now();
   while (!stopping_.load(std::memory_order_acquire)) {
-    int n = ring_buffer__poll(rb_, kPollMs);
+    // Never blocked longer than kStopCheckMs, so that a stop is quick whatever poll_ms_ is.
+    int n = ring_buffer__poll(rb_, std::min(poll_ms_, kStopCheckMs));
     if (n < 0 && n != -EINTR) break;
     // poll() consumes only after a wake-up, and the shim wakes us only on a backlog:
-    // take what arrived without one too, so that events are at most kPollMs late.
+    // take what arrived without one too, so that events are at most poll_ms_ late.
     if (n == 0 && ring_buffer__consume(rb_) < 0) break;
-    Flush();
+    // JS gets a batch on a backlog, when one is full (OnEvent), or once poll_ms_ has passed:
+    // each delivery wakes the process's main thread, which costs far more than this thread's wake-ups.
+    auto now = Clock::now();
+    if (n > 0 || now - flushed >= std::chrono::milliseconds(poll_ms_)) {
+      Flush();
+      flushed = now;
+    }
   }
   ring_buffer__consume(rb_);  // what the shim wrote before it was detached
   Flush();

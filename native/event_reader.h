@@ -35,7 +35,10 @@ class EventReader {
  public:
   // JS thread. Starts the reader thread on the ring buffer map; throws on failure.
   // on_batch(Buffer) receives whole events; on_batch(null) comes once, last.
-  EventReader(Napi::Env env, int ringbuf_fd, Napi::Function on_batch, size_t event_size);
+  // poll_ms: how late an event may reach JS when the ring is not filling (the
+  // shim wakes the thread only on a backlog); each wake-up costs the process
+  // far more than the events it brings at a few thousand per second.
+  EventReader(Napi::Env env, int ringbuf_fd, Napi::Function on_batch, size_t event_size, int poll_ms);
   ~EventReader();
 
   // JS thread. Asks the thread to drain what is left and finish; returns at once.
@@ -51,6 +54,7 @@ class EventReader {
 
   ring_buffer *rb_ = nullptr;
   size_t event_size_;
+  int poll_ms_;
   Napi::ThreadSafeFunction tsfn_;
   std::shared_ptr<BatchPool> pool_;
   std::unique_ptr<std::vector<uint8_t>> batch_;

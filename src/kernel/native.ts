@@ -7,7 +7,7 @@ import { CausewayError } from '../errors';
 
 /** A loaded shim or floor, as the addon sees it. Methods run on the JS thread. */
 export interface NativeShim {
-  startEvents(onBatch: (batch: Buffer | null) => void): void;
+  startEvents(onBatch: (batch: Buffer | null) => void, pollMs: number): void;
   stopEvents(): void;
   counters(): bigint[];
   readTask(tid: number): Buffer | null;

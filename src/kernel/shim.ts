@@ -69,6 +69,10 @@ export const DROP_COUNTERS: (keyof Counters)[] = [
 /** The TCP option's defaults: an RFC 6994 experimental kind and causeway's ExID. */
 export const DEFAULT_OPT_KIND = 253;
 export const DEFAULT_OPT_EXID = 0xc5a7;
+/** How late events may reach user space by default (ms): what a consumer that reacts to them (an actor) can bear. */
+export const EVENT_LATENCY_MS = 20;
+/** The same for consumers that only store events (the tracer, `-e FILE`): fewer wake-ups of the process. */
+export const STORE_LATENCY_MS = 100;
 
 export interface ShimOptions {
   /** The run's cgroup directory: the shim follows forks inside it, the TCP option program attaches there. */
@@ -82,6 +86,13 @@ export interface ShimOptions {
   ringbufBytes?: number;
   /** Emit events at all (default true); false propagates records only. */
   events?: boolean;
+  /**
+   * How late an event may reach user space (ms, default EVENT_LATENCY_MS):
+   * the kernel wakes the reader only once a quarter of the ring is used, and
+   * the reader takes what arrived without a wake-up this often. Each of these
+   * wake-ups costs the process ~0.2 ms of CPU on a busy machine.
+   */
+  eventLatencyMs?: number;
   /** Pipes, FIFOs and UNIX sockets followed at once (the chans table; default 16384). */
   maxChannels?: number;
   /**
@@ -138,6 +149,8 @@ export class Shim extends EventEmitter {
     const maxChannels = opts.maxChannels ?? 16384;
     if (!Number.isInteger(maxChannels) || maxChannels < 1 || maxChannels > 1 << 22)
       throw new RangeError(`the channel table holds 1 to ${1 << 22} channels, not ${maxChannels}`);
+    const latency = opts.eventLatencyMs ?? EVENT_LATENCY_MS;
+    if (!Number.isInteger(latency) || latency < 1 || latency > 10000) throw new RangeError(`events' latency is 1 to 10000 ms, not ${latency}`);
     if (!fs.existsSync('/sys/kernel/btf/vmlinux')) throw new NotSupportedError('kernel BTF (CONFIG_DEBUG_INFO_BTF)', '5.5');
     const trust = trustKeys(opts.trust); // a bad network is the caller's error, on any kernel
     try {
@@ -168,7 +181,7 @@ export class Shim extends EventEmitter {
         }
         this.emit('raw', batch);
         if (this.listenerCount('events')) this.emit('events', decodeEvents(batch, this.clockOffset));
-      });
+      }, latency);
     }
     debug('loaded for cgroup %s', opts.cgroupPath);
   }

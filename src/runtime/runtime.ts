@@ -17,7 +17,7 @@ import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import createDebug from 'debug';
 import type { RunScope } from '../kernel/cgroup';
-import { Counters, DROP_COUNTERS, Shim } from '../kernel/shim';
+import { Counters, DROP_COUNTERS, EVENT_LATENCY_MS, Shim, STORE_LATENCY_MS } from '../kernel/shim';
 import { CausalEvent, EVENT_BYTES, EVENT_FLAG_THREAD, EVENT_OFF, EVENT_TYPE_EXIT } from '../kernel/events';
 import { CausalRecord, newEventId, newRecord, newTraceId } from '../kernel/record';
 import { CausewayError, PermissionError } from '../errors';
@@ -79,6 +79,12 @@ export interface RunOptions {
   /** Called once the command has exited, before anything of the run is taken down (a benchmark reads the kernel's accounting of the shim's programs there). */
   onExit?: (status: number) => void;
   ringbufBytes?: number;
+  /**
+   * How late events may reach the runtime when the ring buffer is not filling
+   * (ms): default 20 with actors or onEvents (they react), 100 when events are
+   * only stored (-e FILE, the tracer).
+   */
+  eventLatencyMs?: number;
   /** Pipes, FIFOs and UNIX sockets followed at once (default 16384); past it, counted as channelMapFull. */
   maxChannels?: number;
   /** Networks trusted besides loopback (CIDR): records cross only within them. */
@@ -183,6 +189,8 @@ export class Runtime {
         ringbufBytes: opts.ringbufBytes,
         maxChannels: opts.maxChannels,
         events: Boolean(opts.eventsFile || opts.onEvents || opts.onRawEvents || actors.length),
+        // Consumers that only store (a file, the tracer) bear more latency, and fewer wake-ups cost less.
+        eventLatencyMs: opts.eventLatencyMs ?? (opts.onEvents || actors.length ? EVENT_LATENCY_MS : STORE_LATENCY_MS),
       });
       // The SDK socket is found through the environment the command starts with: a run's only.
       if (entry && opts.sdk !== false) sdk = await SdkServer.listen(shim, entry.cgroup, entry.dir);
