@@ -113,6 +113,8 @@ export function runOf(pid: number): { entry: string; cgroup: string } | null {
     }
     const m = /^(\/run\/causeway\/[0-9a-f]{12})\/lock$/.exec(dest);
     if (!m) continue;
+    // A runtime that starts opens the other runs' locks too, to sweep dead ones: its own is the one it holds.
+    if (!holdsFlock(pid, `/proc/${pid}/fd/${fd}`)) continue;
     try {
       return { entry: m[1], cgroup: fs.readFileSync(path.join(m[1], 'cgroup'), 'utf8').trim() };
     } catch {
@@ -120,6 +122,25 @@ export function runOf(pid: number): { entry: string; cgroup: string } | null {
     }
   }
   return null;
+}
+
+/** Whether process pid holds a flock on the file open at fdPath (/proc/locks: its pid on the file's device and inode). */
+function holdsFlock(pid: number, fdPath: string): boolean {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(fdPath);
+  } catch {
+    return false;
+  }
+  const hex = (n: number) => n.toString(16).padStart(2, '0');
+  const id = `${hex(Math.floor(st.dev / 256))}:${hex(st.dev % 256)}:${st.ino}`;
+  return fs
+    .readFileSync('/proc/locks', 'utf8')
+    .split('\n')
+    .some((l) => {
+      const f = l.trim().split(/\s+/);
+      return f[1] === 'FLOCK' && Number(f[4]) === pid && f[5] === id;
+    });
 }
 
 /** The registry entries (/run/causeway/*, under construction too) whose cgroup file names a cgroup below dir. */

@@ -96,7 +96,8 @@ function lockHolders(fd: number): string {
         return '?';
       }
     };
-    return `pid ${pid} (${read('comm')}, ${/^State:\s*(.*)$/m.exec(read('status'))?.[1] ?? '?'}), stack: ${read('stack').split('\n').slice(0, 8).join(' / ')}`;
+    const cmd = read('cmdline').split('\0').join(' ').trim();
+    return `pid ${pid} (${cmd || read('comm')}, ${/^State:\s*(.*)$/m.exec(read('status'))?.[1] ?? '?'}, cgroup ${v2Path(pid)}), stack: ${read('stack').split('\n').slice(0, 8).join(' / ')}`;
   };
   return pids.length ? pids.map(about).join('; ') : 'no holder in /proc/locks';
 }
@@ -202,7 +203,8 @@ t.test('SIGKILL to causeway mid-traffic, another run live, then a new run', { sk
   victim.child.kill('SIGKILL');
   // 30 s: the dead runtime's exit, or another test's run sweeping it meanwhile, can be slow on a loaded machine.
   const end = Date.now() + 30000;
-  while (!native().flockTry(lock)) if (Date.now() > end) throw new Error(`causeway's lock was not released: ${lockHolders(lock)}`);
+  while (!native().flockTry(lock))
+    if (Date.now() > end) throw new Error(`causeway's lock was not released: ${lockHolders(lock)}; the killed runtime was pid ${victim.pid} (state ${procState(victim.pid)})`);
   const [, signal] = await victim.exit;
   t.equal(signal, 'SIGKILL', 'causeway was SIGKILLed');
 
