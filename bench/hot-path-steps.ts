@@ -2,7 +2,7 @@
  * What each step of the shim's hot path costs (issue 9), run by
  * scripts/hot-path-steps.sh over builds of the shim that stop after step N
  * (bpf/shim.bpf.c, CW_PROFILE_STOP): bench/rtloop.c's request/response in one
- * thread inside `causeway run --no-sample` of each build, and once under the
+ * thread (pipe, UNIX socketpair, TCP loopback) inside `causeway run --no-sample` of each build, and once under the
  * floor (empty programs), with kernel.bpf_stats_enabled. Per round trip:
  * ns spent in the programs, as the kernel counts it. The builds alternate
  * over the rounds; medians, and the rounds' range.
@@ -15,9 +15,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { median, progDelta, progSnapshot, type ProgSnapshot, spawnWait, withFloor } from './common';
 
-const MODES = ['pipe', 'unix'] as const;
-const SHIM = ['handle_enter', 'handle_exit', 'handle_sock_recv'];
-const FLOOR = ['floor_enter', 'floor_exit', 'floor_sock_recv'];
+const MODES = ['pipe', 'unix', 'tcp'] as const;
+// TCP goes through tcp_sendmsg_locked, sock_recv_length and sockops (the option path) too.
+const SHIM = ['handle_enter', 'handle_exit', 'handle_sock_recv', 'handle_tcp_send', 'handle_sockops'];
+const FLOOR = ['floor_enter', 'floor_exit', 'floor_sock_recv', 'floor_tcp_send'];
 const SECS = 1.5;
 
 type RunFn = (opts: Record<string, unknown>) => Promise<{ status: number }>;

@@ -33,11 +33,15 @@ const volatile bool cw_follow_tracked = false;
 
 /*
  * scripts/hot-path-steps.sh builds the shim with CW_PROFILE_STOP=N to measure
- * what each step of a pipe's or UNIX socket's write (sys_enter, sys_exit)
- * and read (sys_exit) costs: they return after step N. Every real build has
+ * what each step of a write and a read costs, over pipes and UNIX sockets
+ * (sys_enter, sys_exit) and TCP (sys_enter, tcp_sendmsg_locked, sys_exit,
+ * sock_recv_length, sockops): they return after step N. Every real build has
  * 0, and the compiler drops the checks.
  *   1 the syscall number   2 the thread's task storage
- *   3 the fd table          4 the channel's entry in chans
+ *   3 the fd table          4 the channel: its entry in chans, or the TCP socket's storage
+ * (the TCP hooks have no syscall number or fd table: they return at once at 1,
+ * after the task storage at 2 and 3; sockops returns at once at every step:
+ * the option path is part of the rest.)
  */
 #ifndef CW_PROFILE_STOP
 #define CW_PROFILE_STOP 0
@@ -437,14 +441,18 @@ static __always_inline void read_exit(struct pt_regs *regs, long id, long ret)
 SEC("tp_btf/tcp_sendmsg_locked")
 int BPF_PROG(handle_tcp_send, struct sock *sk, struct msghdr *msg, struct sk_buff *skb, int size_goal)
 {
-	struct cw_task *t = task_state();
+	struct cw_task *t;
 	struct tcp_sock *tp;
 	struct cw_chan *ch;
 	struct cw_seg *s;
 
+	PROFILE_STOP(1, 0);
+	t = task_state();
 	/* Once per syscall: later calls of this send continue its segment. */
 	if (!t || t->op != CW_OP_TCP_ARMED)
 		return 0;
+	PROFILE_STOP(2, 0);
+	PROFILE_STOP(3, 0);
 	t->op = CW_OP_NONE;
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
@@ -452,6 +460,7 @@ int BPF_PROG(handle_tcp_send, struct sock *sk, struct msghdr *msg, struct sk_buf
 	ch = tcp_chan(&sk_out, sk, true, true);
 	if (!ch)
 		return 0;
+	PROFILE_STOP(4, 0);
 	s = write_enter(t, ch, tp->write_seq);
 	if (s && has_actor_area(&t->rec))
 		actor_area_keep(&s->rec);
@@ -469,11 +478,14 @@ int BPF_PROG(handle_sock_recv, struct sock *sk, int ret, int flags)
 	struct cw_chan *ch;
 	__u32 seq, rd0;
 
+	PROFILE_STOP(1, 0);
 	if (ret <= 0 || sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	t = task_state();
 	if (!t)
 		return 0;
+	PROFILE_STOP(2, 0);
+	PROFILE_STOP(3, 0);
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
 		return 0;
@@ -483,6 +495,7 @@ int BPF_PROG(handle_sock_recv, struct sock *sk, int ret, int flags)
 	ch = tcp_chan(&sk_in, sk, false, true);
 	if (!ch)
 		return 0;
+	PROFILE_STOP(4, 0);
 	tcp_mint(ch, rd0);
 	if (!(flags & MSG_PEEK))
 		ch->rd = seq;
@@ -667,6 +680,8 @@ int handle_egress_prio(struct __sk_buff *skb)
 SEC("sockops")
 int handle_sockops(struct bpf_sock_ops *skops)
 {
+	if (CW_PROFILE_STOP)
+		return 1;	/* the option path is part of "the rest" */
 	switch (skops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:

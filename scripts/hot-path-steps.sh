@@ -9,7 +9,7 @@ rounds=${1:-5}
 [[ -f $root/dist/bench/hot-path-steps.js ]] || { echo "hot-path-steps: build the tree first (npm run build)" >&2; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-labels=([1]="stop after the syscall number" [2]="+ the thread's task storage" [3]="+ the fd table" [4]="+ the channel's entry in chans")
+labels=([1]="stop after the syscall number" [2]="+ the thread's task storage" [3]="+ the fd table" [4]="+ the channel (chans; TCP: the socket's storage)")
 specs=()
 for n in 1 2 3 4; do
   d=$tmp/stop$n
