@@ -20,7 +20,7 @@
  * place of the traces B-tree: a commit per arriving batch (one every
  * millisecond or so at a few thousand requests per second) wrote the same
  * pages over and over. Measured on the three-tier application: the tracer's
- * process went from 99 to 55 µs of CPU per request (docs/tracer.md).
+ * process went from 87-99 to 47-48 µs of CPU per request (docs/tracer.md).
  *
  * A second worker copies the WAL into the database file (checkpoints, every
  * 250 ms once the WAL has reached 4 MB), so that the one that stores never
