@@ -30,6 +30,7 @@ const volatile __u8 cw_opt_kind = 253;		/* TCP option kind (RFC 6994 experimenta
 const volatile __u16 cw_opt_exid = 0xc5a7;	/* its ExID */
 /* true (causeway attach --pid): children of followed threads are followed wherever they live; false: only inside run_cgroup. */
 const volatile bool cw_follow_tracked = false;
+const volatile __u64 cw_boot_to_epoch_ns = 0;	/* CLOCK_REALTIME - CLOCK_BOOTTIME at load: new trace ids begin with the time */
 
 /*
  * scripts/hot-path-steps.sh builds the shim with CW_PROFILE_STOP=N to measure
@@ -355,6 +356,21 @@ int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
 }
 
 /*
+ * A new trace id: milliseconds since the Unix epoch in its first 48 bits
+ * (big-endian), then 80 random bits, as UUIDv7 does (src/kernel/record.ts
+ * mints the same way). Time first keeps the trace store's index appending
+ * at its end instead of writing a random page per new trace.
+ */
+static __always_inline void new_trace_id(__u8 id[16])
+{
+	__u64 ms = (bpf_ktime_get_boot_ns() + cw_boot_to_epoch_ns) / 1000000;
+
+	*(__u64 *)&id[0] = __builtin_bswap64(ms << 16 | (bpf_get_prandom_u32() & 0xffff));
+	*(__u32 *)&id[8] = bpf_get_prandom_u32();
+	*(__u32 *)&id[12] = bpf_get_prandom_u32() | 1;	/* never all zero */
+}
+
+/*
  * The first read of a TCP socket whose bytes carry no record yet: if the
  * policy says so for its local port, mint a record for its bytes from offset
  * start on (a new trace per connection).
@@ -377,10 +393,7 @@ static __always_inline void tcp_mint(struct cw_chan *ch, __u64 start)
 	if (m->sample != 0xffffffff && bpf_get_prandom_u32() > m->sample)
 		rec.flags &= ~CW_F_SAMPLED;	/* sampling decides at the root of each new trace */
 	rec.priority = m->priority;
-	*(__u32 *)&rec.trace_id[0] = bpf_get_prandom_u32();
-	*(__u32 *)&rec.trace_id[4] = bpf_get_prandom_u32();
-	*(__u32 *)&rec.trace_id[8] = bpf_get_prandom_u32();
-	*(__u32 *)&rec.trace_id[12] = bpf_get_prandom_u32() | 1;	/* never all zero */
+	new_trace_id(rec.trace_id);
 	rec.event_id = new_id();
 	count(CW_C_MINTED, 1);
 	if (sampled(&rec)) {

@@ -71,6 +71,14 @@ int PidfdOpen(int tid) {
   return fd;
 }
 
+// CLOCK_REALTIME - CLOCK_BOOTTIME in ns: turns the shim's times into epoch times.
+int64_t BootToEpochNs() {
+  struct timespec rt, bt;
+  clock_gettime(CLOCK_BOOTTIME, &bt);
+  clock_gettime(CLOCK_REALTIME, &rt);
+  return (int64_t)(rt.tv_sec - bt.tv_sec) * 1000000000LL + (rt.tv_nsec - bt.tv_nsec);
+}
+
 }  // namespace
 
 // One loaded instance: the shim scoped to a cgroup, or the floor.
@@ -126,6 +134,7 @@ class Shim : public Napi::ObjectWrap<Shim> {
     shim_->rodata->cw_opt_kind = opts.Get("optKind").As<Napi::Number>().Uint32Value();
     shim_->rodata->cw_opt_exid = opts.Get("optExid").As<Napi::Number>().Uint32Value();
     shim_->rodata->cw_follow_tracked = opts.Get("followTracked").ToBoolean().Value();
+    shim_->rodata->cw_boot_to_epoch_ns = static_cast<uint64_t>(BootToEpochNs());
     uint32_t rb_bytes = opts.Get("ringbufBytes").As<Napi::Number>().Uint32Value();
     if ((err = bpf_map__set_max_entries(shim_->maps.events, rb_bytes)) != 0)
       Fail(env, err, "size the ring buffer", log.log);
@@ -596,11 +605,7 @@ class Shim : public Napi::ObjectWrap<Shim> {
 
 // clockOffset(): CLOCK_REALTIME - CLOCK_BOOTTIME in ns, to turn event times into epoch times.
 Napi::Value ClockOffset(const Napi::CallbackInfo &info) {
-  struct timespec rt, bt;
-  clock_gettime(CLOCK_BOOTTIME, &bt);
-  clock_gettime(CLOCK_REALTIME, &rt);
-  int64_t off = (int64_t)(rt.tv_sec - bt.tv_sec) * 1000000000LL + (rt.tv_nsec - bt.tv_nsec);
-  return Napi::BigInt::New(info.Env(), off);
+  return Napi::BigInt::New(info.Env(), BootToEpochNs());
 }
 
 // layout(): sizes the TypeScript codecs check against.

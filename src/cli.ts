@@ -357,7 +357,7 @@ export function program(): Command {
   cli
     .command('show')
     .description('print one trace as a tree with per-hop latencies')
-    .argument('<trace>', 'a trace id, or a unique prefix of one')
+    .argument('<trace>', 'a trace id, or a unique prefix or suffix of one (ids begin with their time; their last digits are random)')
     .option('--db <file>', 'the trace database')
     .option('--json', 'the trace as JSON: events, spans and hops')
     .option('--html <file>', 'write it as a self-contained HTML report')

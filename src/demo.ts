@@ -207,7 +207,7 @@ export async function runDemo(opts: DemoOptions = {}, out: NodeJS.WritableStream
     const missing = (['pipe', 'unix', 'tcp'] as const).filter((k) => !main?.hops.some((h) => h.recv.channel?.kind === k));
     const c = res.counters;
     out.write(explain(main, { a: ns.a, b: ns.b, addrA, addrB }, { written: c?.tcpOptionsWritten ?? 0, received: c?.tcpOptionsReceived ?? 0 }));
-    out.write(`\nthe trace database: ${db}\n  causeway ls --db ${db}\n  causeway show --db ${db} ${root.traceId.slice(0, 12)}\n`);
+    out.write(`\nthe trace database: ${db}\n  causeway ls --db ${db}\n  causeway show --db ${db} ${root.traceId.slice(-12)}\n`);
     out.write(`the HTML report (timeline, process graph, hops): ${html}\n`);
     if (opts.events) out.write(`the events as JSON Lines: ${opts.events} (format: docs/events.md)\n`);
     if (res.status !== 0) {
@@ -243,7 +243,7 @@ export function explain(
   }
   const lines = [
     `what to look at: each "recv" line above names the send it read and the hop's latency (+ms).`,
-    `the hops of trace ${g.trace.slice(0, 12)}, by writer, reader and channel:`,
+    `the hops of trace ${g.trace.slice(-12)}, by writer, reader and channel:`,
   ];
   for (const [k, hs] of groups) {
     const lat = hs.map((h) => h.latencyNs).sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));

@@ -333,6 +333,7 @@ t.test('kernel policy: minting on ingress, stripping on egress', { skip: skip ??
   const done = causeway(['run', '--trace', root, '--events', file, '--actor', `ingress-mint:ports=${port}`, '--', once, 'serve', String(port), ready]);
   await waitFor(() => fs.existsSync(ready), 10000, 'the server');
   const ports: number[] = [];
+  const before = Date.now();
   for (const text of ['one', 'two', 'quit'])
     await new Promise<void>((resolve, reject) => {
       const c = net.connect(port, '127.0.0.1', () => {
@@ -351,6 +352,9 @@ t.test('kernel policy: minting on ingress, stripping on egress', { skip: skip ??
   const traces = ports.map((p) => events.find((e) => e.type === 'ingress' && (e as { minted?: boolean }).minted && e.channel?.remotePort === p)?.trace);
   t.ok(traces.every((x) => x && x !== root), 'each connection got a trace of its own');
   t.equal(new Set(traces).size, 3, 'three different traces');
+  // The shim's ids begin with the time in ms (bpf/shim.bpf.c, new_trace_id): the store's index appends.
+  const times = traces.map((x) => parseInt((x ?? '').slice(0, 12), 16));
+  t.ok(times.every((ms) => ms >= before - 1000 && ms <= Date.now() + 1000), `the minted ids begin with the time of the connection: ${times.map((ms) => ms - before).join(', ')} ms after the first`);
   for (const [i, p] of ports.entries()) {
     const recv = events.find((e) => e.type === 'recv' && e.channel?.kind === 'tcp' && e.channel.remotePort === p);
     t.equal(recv?.trace, traces[i], `the server read connection ${i + 1} under its minted trace`);

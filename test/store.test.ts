@@ -208,6 +208,34 @@ t.test('blobs give back every field of random structs', async (t) => {
   checkRoundTrip(t, [], 0n, 'no events');
 });
 
+t.test('new trace ids begin with the time; show takes a unique prefix or suffix', async (t) => {
+  const before = Date.now();
+  const ids = Array.from({ length: 1000 }, () => newTraceId());
+  const ms = ids.map((id) => parseInt(id.slice(0, 12), 16));
+  t.ok(ms.every((x) => x >= before && x <= Date.now()), 'the first 48 bits are the time in ms');
+  t.ok(ms.every((x, i) => i === 0 || x >= ms[i - 1]), 'so ids made later sort after');
+  t.equal(new Set(ids.map((id) => id.slice(12))).size, ids.length, 'and the other 80 bits differ');
+
+  // A store of traces whose ids share a start (one millisecond) or an end.
+  const db = path.join(tmpdir(t), 'traces.db');
+  const store = TraceStore.open(db);
+  const run = store.beginRun('test', 'h');
+  const same = 'aaaaaaaaaaaa';
+  const named = [`${same}11111111111111111111`, `${same}22222222222222222222`, `bbbbbbbbbbbb3333333333333333cafe`, `cccccccccccc4444444444444444cafe`];
+  const raw = randomBatch(named.length, 7);
+  named.forEach((id, i) => Buffer.from(id, 'hex').copy(raw, i * EVENT_BYTES + 88));
+  store.appendRaw([raw], 0n, run, 'h');
+  t.equal(store.resolve(named[0]), named[0], 'a whole id');
+  t.equal(store.resolve(`${same}1`), named[0], 'a unique prefix');
+  t.equal(store.resolve('2222'), named[1], 'a unique suffix');
+  t.equal(store.resolve('3cafe'), named[2], 'a suffix that ends two ids, long enough to tell them apart');
+  t.throws(() => store.resolve(same), /names more than one trace/, 'a prefix shared by two traces is refused');
+  t.throws(() => store.resolve('cafe'), /names more than one trace/, 'a suffix shared by two traces is refused');
+  t.throws(() => store.resolve('dddd'), /no trace dddd/, 'neither');
+  t.throws(() => store.resolve('xyz'), /hex digits/, 'not hex');
+  store.close();
+});
+
 t.test('a corrupt or unknown blob is an error, never a crash', async (t) => {
   const { blob } = native().packEvents([randomBatch(300, 9)], OFFSET, 0);
   let errors = 0;

@@ -79,8 +79,10 @@ t.test('a pipeline: one trace, one root, the expected processes, edges forward',
   t.equal(list.length, 1, 'ls lists one trace');
   t.equal(list[0].id, trace);
   t.match(list[0].command, /^sh -c seq/);
-  const g = await show(db, trace.slice(0, 10));
+  const g = await show(db, trace.slice(0, 14));
   t.equal(g.trace, trace, 'show takes a prefix');
+  t.equal((await show(db, trace.slice(-8))).trace, trace, 'and a suffix (the random end of the id)');
+  t.match(r.stderr, new RegExp(`causeway show ${trace.slice(-12)}`), 'the tracer names the trace by the end of its id');
   t.equal(g.events.length, list[0].events, 'ls and show agree on the events');
   const { root } = checkGraph(t, g);
   t.equal(root.type, 'exec', 'the root is the command starting');

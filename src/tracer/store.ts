@@ -449,14 +449,22 @@ export class TraceStore {
     return lists.flatMap((l) => (l ? l.split(',').map((x) => BigInt(x)) : []));
   }
 
-  /** The full id of a trace given its id or a unique prefix of it. */
-  resolve(idOrPrefix: string): string {
-    const p = idOrPrefix.toLowerCase();
-    if (!/^[0-9a-f]{1,32}$/.test(p)) throw new CausewayError(`a trace id is hex digits, not "${idOrPrefix}"`);
-    const rows = this.db.prepare('SELECT id FROM traces WHERE id >= ? AND id < ? LIMIT 2').all(p, p + 'g') as { id: string }[];
-    if (rows.length === 0) throw new CausewayError(`no trace ${idOrPrefix} in ${this.file} (causeway ls lists them)`);
-    if (rows.length > 1) throw new CausewayError(`${idOrPrefix} names more than one trace: give more digits`);
-    return rows[0].id;
+  /**
+   * The full id of a trace given its id, a unique prefix or a unique suffix
+   * of it. Trace ids begin with their time (record.ts, newTraceId), so the
+   * traces of one millisecond share their first 12 digits; the last digits
+   * are random, as short as a prefix used to be. A suffix reads the whole
+   * index (a file of a million traces: a fraction of a second).
+   */
+  resolve(idOrPart: string): string {
+    const p = idOrPart.toLowerCase();
+    if (!/^[0-9a-f]{1,32}$/.test(p)) throw new CausewayError(`a trace id is hex digits, not "${idOrPart}"`);
+    const found = new Set((this.db.prepare('SELECT id FROM traces WHERE id >= ? AND id < ? LIMIT 2').all(p, p + 'g') as { id: string }[]).map((r) => r.id));
+    if (found.size < 2 && p.length < 32)
+      for (const r of this.db.prepare("SELECT id FROM traces WHERE substr(id, -?) = ? LIMIT 2").all(p.length, p) as { id: string }[]) found.add(r.id);
+    if (found.size === 0) throw new CausewayError(`no trace ${idOrPart} in ${this.file} (causeway ls lists them)`);
+    if (found.size > 1) throw new CausewayError(`${idOrPart} names more than one trace (as the start or the end of an id): give more digits`);
+    return [...found][0];
   }
 
   /** Every stored event of a trace, by time; reads only the batches that hold it. */

@@ -188,7 +188,7 @@ export async function trace(opts: TraceOptions): Promise<TraceResult> {
       (stats.failed ? `; FAILED to store ${stats.failed} events, LOST (${stats.error?.message})` : '') +
       (stats.dropped ? `; DROPPED ${stats.dropped} events, LOST (the store fell behind; its queue holds ${sizeOf(opts.storeQueueBytes ?? STORE_QUEUE_BYTES)} of packed events)` : '') +
       `; peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB` +
-      (traces.length ? `; causeway show ${traces[0].slice(0, 12)}${traces.length > 1 ? ' (and causeway ls)' : ''}` : '') +
+      (traces.length ? `; causeway show ${traces[0].slice(-12)}${traces.length > 1 ? ' (and causeway ls)' : ''}` : '') +
       '\n',
   );
   if (opts.html) {
