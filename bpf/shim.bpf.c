@@ -361,7 +361,7 @@ int BPF_PROG(handle_enter, struct pt_regs *regs, long id)
  * mints the same way). Time first keeps the trace store's index appending
  * at its end instead of writing a random page per new trace.
  */
-static __always_inline void new_trace_id(__u8 id[16])
+static __noinline void new_trace_id(__u8 id[16])	/* a call: the hot caller's code stays as it was */
 {
 	__u64 ms = (bpf_ktime_get_boot_ns() + cw_boot_to_epoch_ns) / 1000000;
 
