@@ -16,10 +16,10 @@
  *
  * Group commit: the worker stores what arrived over commitMs (100 ms) in one
  * transaction, at once if txEvents events are waiting. A commit writes every
- * page it touched to the WAL, and each new trace is an insert at a random
- * place of the traces B-tree: a commit per arriving batch (one every
- * millisecond or so at a few thousand requests per second) wrote the same
- * pages over and over. Measured on the three-tier application: the tracer's
+ * page it touched to the WAL, and each new trace was then an insert at a
+ * random place of the traces B-tree (ids have begun with their time since):
+ * a commit per arriving batch (one every millisecond or so at a few thousand
+ * requests per second) wrote the same pages over and over. Measured on the three-tier application: the tracer's
  * process went from 87-99 to 47-48 µs of CPU per request (docs/tracer.md).
  *
  * A second worker copies the WAL into the database file (checkpoints, every
